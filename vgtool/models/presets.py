@@ -1,0 +1,68 @@
+"""Named model presets. ``vgtool init --preset NAME`` and recipes refer to these by name."""
+
+from __future__ import annotations
+
+from vgtool.errors import ConfigError
+from vgtool.models.config import DecoderConfig, ModelConfig, TextConfig, VisionConfig
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+PRESETS: dict[str, ModelConfig] = {
+    # The seed setup: DINOv2 ViT-S/14 with registers + RoBERTa-base, 10 queries.
+    "vlgtr-dinov2s-roberta": ModelConfig(
+        vision=VisionConfig(source="timm", name="vit_small_patch14_reg4_dinov2.lvd142m", image_size=224),
+        text=TextConfig(name="roberta-base"),
+        decoder=DecoderConfig(d_model=256, num_layers=6, num_heads=8, ffn_dim=1024, num_queries=10),
+    ),
+    "vlgtr-dinov2s-bge": ModelConfig(
+        vision=VisionConfig(source="timm", name="vit_small_patch14_reg4_dinov2.lvd142m", image_size=224),
+        text=TextConfig(name="BAAI/bge-small-en-v1.5"),
+    ),
+    "vlgtr-dinov2s-minilm": ModelConfig(
+        vision=VisionConfig(source="timm", name="vit_small_patch14_reg4_dinov2.lvd142m", image_size=224),
+        text=TextConfig(name=MINILM),
+    ),
+    # DINOv2 through transformers instead of timm.
+    "vlgtr-hf-dinov2s-roberta": ModelConfig(
+        vision=VisionConfig(source="hf", name="facebook/dinov2-small", image_size=224),
+        text=TextConfig(name="roberta-base"),
+    ),
+    # Tiny and random: builds offline in about a second. For tests and pipeline checks only.
+    "vlgtr-tiny": ModelConfig(
+        vision=VisionConfig(
+            source="timm",
+            name="test_vit",
+            pretrained=False,
+            frozen=False,
+            image_size=64,
+            kwargs={"patch_size": 16},
+        ),
+        text=TextConfig(
+            name=MINILM,
+            pretrained=False,
+            frozen=False,
+            max_length=24,
+            overrides={
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+            },
+        ),
+        decoder=DecoderConfig(d_model=32, num_layers=2, num_heads=2, ffn_dim=64, dropout=0.0, num_queries=4),
+    ),
+}
+
+DEFAULT_PRESET = "vlgtr-dinov2s-roberta"
+
+
+def get_preset(name: str) -> ModelConfig:
+    """The preset ``name``.
+
+    Raises:
+        ConfigError: for an unknown name, listing the known ones.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None

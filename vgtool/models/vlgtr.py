@@ -1,0 +1,203 @@
+"""VL-GTR: a DETR-style visual grounding model.
+
+image -> vision backbone -> patch tokens -> projection (+2D sine position)  \
+phrase -> text encoder -> token features -> projection (+type embedding)    -> memory
+learned object queries (+ the pooled phrase as their content) -> decoder over memory
+-> class head (object / no-object) and box head (cxcywh in [0, 1]) on every decoder layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vgtool.models.config import ModelConfig
+from vgtool.models.decoder import Decoder
+from vgtool.models.position import sine_position_2d
+from vgtool.models.text import TextEncoder
+from vgtool.models.vision import VisionBackbone
+
+OBJECT, NO_OBJECT = 0, 1  # class indices of ``pred_logits``
+
+
+@dataclass
+class ImageMemory:
+    """Encoded images, ready for any number of phrases.
+
+    Attributes:
+        tokens: ``[B, N, D]`` projected patch tokens (decoder values).
+        keys: ``[B, N, D]`` tokens plus the 2D positional encoding (decoder keys).
+    """
+
+    tokens: torch.Tensor
+    keys: torch.Tensor
+
+
+@dataclass
+class TextMemory:
+    """Encoded phrases, ready for any number of images.
+
+    Attributes:
+        tokens: ``[P, T, D]`` projected token features (decoder values).
+        keys: ``[P, T, D]`` tokens plus the text type embedding (decoder keys).
+        valid: ``[P, T]`` bool, True for real tokens.
+        pooled: ``[P, D]`` mean of the valid tokens, the phrase's query content.
+    """
+
+    tokens: torch.Tensor
+    keys: torch.Tensor
+    valid: torch.Tensor
+    pooled: torch.Tensor
+
+
+class MLP(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
+
+
+class VLGTR(nn.Module):
+    """The grounding model. See the module docstring for the data flow."""
+
+    def __init__(self, config: ModelConfig, vision: VisionBackbone, text: TextEncoder):
+        super().__init__()
+        d = config.decoder.d_model
+        self.config = config
+        self.vision = vision
+        self.text = text
+        self.image_proj = nn.Sequential(nn.Linear(vision.embed_dim, d), nn.LayerNorm(d))
+        self.text_proj = nn.Sequential(nn.Linear(text.embed_dim, d), nn.LayerNorm(d))
+        self.text_type = nn.Parameter(torch.zeros(d))
+        self.phrase_proj = nn.Linear(d, d)
+        self.query_pos = nn.Embedding(config.decoder.num_queries, d)
+        self.decoder = Decoder(config.decoder)
+        self.class_head = nn.Linear(d, 2)
+        self.box_head = MLP(d, d, 4, 3)
+        self.set_frozen(vision=config.vision.frozen, text=config.text.frozen)
+
+    # ---- freezing -------------------------------------------------------------------------------
+    def set_frozen(self, *, vision: bool, text: bool) -> None:
+        """Freeze or unfreeze the backbones (frozen parts also stay in eval mode)."""
+        self.vision_frozen, self.text_frozen = vision, text
+        self.vision.requires_grad_(not vision)
+        self.text.requires_grad_(not text)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> VLGTR:
+        super().train(mode)
+        if getattr(self, "vision_frozen", False):
+            self.vision.eval()
+        if getattr(self, "text_frozen", False):
+            self.text.eval()
+        return self
+
+    # ---- encoders -------------------------------------------------------------------------------
+    def encode_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Run the vision backbone alone (cacheable when it is frozen).
+
+        Args:
+            pixel_values: ``[B, 3, S, S]``, normalised with the backbone's mean/std.
+
+        Returns:
+            ``[B, C, h, w]`` backbone features.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_frozen):
+            return self.vision(pixel_values)
+
+    def project_image(self, features: torch.Tensor) -> ImageMemory:
+        """``[B, C, h, w]`` backbone features -> :class:`ImageMemory`."""
+        _, _, height, width = features.shape
+        tokens = self.image_proj(features.flatten(2).transpose(1, 2))  # [B, h*w, D]
+        pos = sine_position_2d(height, width, tokens.shape[-1], device=tokens.device, dtype=tokens.dtype)
+        return ImageMemory(tokens=tokens, keys=tokens + pos)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> ImageMemory:
+        return self.project_image(self.encode_image_features(pixel_values))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextMemory:
+        """Encode tokenised phrases.
+
+        Args:
+            input_ids: ``[P, T]``.
+            attention_mask: ``[P, T]``, 1 for real tokens.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.text_frozen):
+            features = self.text(input_ids, attention_mask)
+        tokens = self.text_proj(features)  # [P, T, D]
+        valid = attention_mask.bool()
+        weights = valid.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return TextMemory(tokens=tokens, keys=tokens + self.text_type, valid=valid, pooled=pooled)
+
+    # ---- decoding -------------------------------------------------------------------------------
+    def decode(
+        self,
+        image: ImageMemory,
+        text: TextMemory,
+        image_index: torch.Tensor | None = None,
+        text_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]:
+        """Ground K (image, phrase) pairs.
+
+        Args:
+            image: B encoded images.
+            text: P encoded phrases.
+            image_index, text_index: ``[K]`` the image and phrase of each pair; both default to
+                ``arange(B)`` (pair i = image i with phrase i, which needs B == P).
+
+        Returns:
+            ``pred_logits``: ``[K, Q, 2]`` logits of (object, no-object).
+            ``pred_boxes``: ``[K, Q, 4]`` cxcywh, normalised to [0, 1] of the image.
+            ``aux_outputs``: one dict with those two keys per earlier decoder layer.
+        """
+        if image_index is None:
+            image_index = torch.arange(image.tokens.shape[0], device=image.tokens.device)
+        if text_index is None:
+            text_index = image_index
+        num_queries = self.query_pos.num_embeddings
+        query_pos = self.query_pos.weight.unsqueeze(0)  # [1, Q, D]
+        tgt = self.phrase_proj(text.pooled)[text_index].unsqueeze(1).expand(-1, num_queries, -1)
+        states = self.decoder(
+            tgt.contiguous(),
+            query_pos,
+            image.keys,
+            image.tokens,
+            text.keys,
+            text.tokens,
+            text.valid,
+            image_index,
+            text_index,
+        )  # [L, K, Q, D]
+        logits = self.class_head(states)
+        boxes = self.box_head(states).sigmoid()
+        aux = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1], strict=True)]
+        return {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "aux_outputs": aux}
+
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]:
+        """Ground phrase i in image i.
+
+        Args:
+            pixel_values: ``[B, 3, S, S]`` normalised images.
+            input_ids, attention_mask: ``[B, T]`` tokenised phrases.
+
+        Returns:
+            See :meth:`decode`.
+        """
+        return self.decode(self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask))
+
+
+def build_model(config: ModelConfig) -> VLGTR:
+    """Build VL-GTR from its config, loading pretrained parts as the config asks."""
+    return VLGTR(config, VisionBackbone(config.vision), TextEncoder(config.text))
