@@ -6,7 +6,7 @@ from __future__ import annotations
 class VgtoolError(Exception):
     """Base of all errors whose message is meant for the user as it is."""
 
-    exit_code = 2
+    exit_code = 1
 
 
 class ConfigError(VgtoolError):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GroundingSample:
     """One phrase in one image, with every box the phrase refers to.
 
@@ -37,6 +37,9 @@ class GroundingSample:
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes_xyxy, dtype=np.float32).reshape(-1, 4)
-        if boxes.size and (boxes[:, 2] < boxes[:, 0]).any() | (boxes[:, 3] < boxes[:, 1]).any():
+        if not np.isfinite(boxes).all():
+            raise ValueError(f"{self.image_path}: boxes must be finite numbers")
+        if boxes.size and ((boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any()):
             raise ValueError(f"{self.image_path}: boxes must be x0,y0,x1,y1 with x1>=x0 and y1>=y0")
         object.__setattr__(self, "boxes_xyxy", boxes)
+        object.__setattr__(self, "image_path", Path(self.image_path))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+OBJECT, NO_OBJECT = 0, 1  # class indices of the model's ``pred_logits``
+
 
 @dataclass(frozen=True)
 class VisionConfig:

@@ -89,7 +89,9 @@ class DecoderLayer(nn.Module):
         x = self.norm1(tgt)
         qk = x + query_pos
         tgt = tgt + self.drop(self.self_attn(qk, qk, x))
-        tgt = tgt + self.drop(self.cross_attn.attend(self.norm2(tgt) + query_pos, memory_k, memory_v, memory_mask))
+        tgt = tgt + self.drop(
+            self.cross_attn.attend(self.norm2(tgt) + query_pos, memory_k, memory_v, memory_mask)
+        )
         return tgt + self.drop(self.ffn(self.norm3(tgt)))
 
 

@@ -16,7 +16,9 @@ def sine_position_2d(height: int, width: int, dim: int, device=None, dtype=None)
     if dim % 4:
         raise ValueError(f"positional dim {dim} must be divisible by 4")
     quarter = dim // 4
-    freqs = torch.exp(torch.arange(quarter, device=device, dtype=torch.float32) * (-math.log(10000.0) / quarter))
+    freqs = torch.exp(
+        torch.arange(quarter, device=device, dtype=torch.float32) * (-math.log(10000.0) / quarter)
+    )
     ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 * math.pi
     xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 * math.pi
     y_enc = ys[:, None] * freqs[None]  # [h, dim/4]

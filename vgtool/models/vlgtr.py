@@ -8,18 +8,19 @@ learned object queries (+ the pooled phrase as their content) -> decoder over me
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vgtool.models.config import ModelConfig
+from vgtool.models.config import NO_OBJECT, OBJECT, ModelConfig
 from vgtool.models.decoder import Decoder
 from vgtool.models.position import sine_position_2d
 from vgtool.models.text import TextEncoder
 from vgtool.models.vision import VisionBackbone
 
-OBJECT, NO_OBJECT = 0, 1  # class indices of ``pred_logits``
+__all__ = ["NO_OBJECT", "OBJECT", "VLGTR", "ImageMemory", "TextMemory", "build_model"]
 
 
 @dataclass
@@ -56,7 +57,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int):
         super().__init__()
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -161,6 +162,10 @@ class VLGTR(nn.Module):
             ``aux_outputs``: one dict with those two keys per earlier decoder layer.
         """
         if image_index is None:
+            if image.tokens.shape[0] != text.tokens.shape[0]:
+                raise ValueError(
+                    f"{image.tokens.shape[0]} images and {text.tokens.shape[0]} phrases: pass image_index/text_index"
+                )
             image_index = torch.arange(image.tokens.shape[0], device=image.tokens.device)
         if text_index is None:
             text_index = image_index

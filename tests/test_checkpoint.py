@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from vgtool.checkpoint import load_checkpoint, read_checkpoint_config, referenced_parts, save_checkpoint
+from vgtool.errors import CheckpointError
+from vgtool.models.init import config_from_preset
+from vgtool.models.vlgtr import build_model
+
+
+def _inputs():
+    torch.manual_seed(1)
+    ids = torch.tensor([[101, 2417, 2482, 102], [101, 3899, 102, 0]])
+    return torch.randn(2, 3, 64, 64), ids, (ids > 0).long()
+
+
+def test_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):
+    model = load_checkpoint(tiny_checkpoint)
+    save_checkpoint(model, tmp_path / "again")
+    reloaded = load_checkpoint(tmp_path / "again")
+    with torch.no_grad():
+        a, b = model(*_inputs()), reloaded(*_inputs())
+    assert torch.equal(a["pred_boxes"], b["pred_boxes"])
+    assert torch.equal(a["pred_logits"], b["pred_logits"])
+    assert reloaded.config == model.config
+
+
+def test_frozen_pretrained_parts_are_referenced_not_stored(tmp_path):
+    """A frozen pretrained text encoder (the packaged MiniLM) is rebuilt by name, not copied."""
+    config = config_from_preset("vlgtr-tiny")
+    config = replace(config, text=replace(config.text, pretrained=True, frozen=True, overrides={}))
+    assert referenced_parts(config) == ["text"]
+    model = build_model(config).eval()
+    save_checkpoint(model, tmp_path / "ref")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ref" / "model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    assert keys and not any(k.startswith("text.") for k in keys)
+    document = json.loads((tmp_path / "ref" / "config.json").read_text())
+    assert document["referenced"] == {"text": config.text.name}
+    reloaded = load_checkpoint(tmp_path / "ref")
+    with torch.no_grad():
+        assert torch.equal(model(*_inputs())["pred_boxes"], reloaded(*_inputs())["pred_boxes"])
+
+
+def _corrupt_truncate(path):
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _corrupt_garbage(path):
+    (path / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+
+
+def _drop_key(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    tensors.pop("class_head.weight")
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def _extra_key(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    tensors["surprise.weight"] = torch.zeros(2)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def _other_architecture(path):
+    document = json.loads((path / "config.json").read_text())
+    document["model"]["decoder"]["d_model"] = 64
+    document["model"]["decoder"]["ffn_dim"] = 128
+    (path / "config.json").write_text(json.dumps(document))
+
+
+def _bad_json(path):
+    (path / "config.json").write_text("{not json")
+
+
+def _not_vgtool(path):
+    (path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+
+
+def _missing_weights(path):
+    (path / "model.safetensors").unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_corrupt_truncate, "corrupt or truncated"),
+        (_corrupt_garbage, "corrupt or truncated"),
+        (_drop_key, "1 missing key.*class_head.weight"),
+        (_extra_key, "1 unexpected key.*surprise.weight"),
+        (_other_architecture, "wrong shape"),
+        (_bad_json, "not JSON"),
+        (_not_vgtool, "not a vgtool checkpoint"),
+        (_missing_weights, "model.safetensors: missing"),
+    ],
+)
+def test_damaged_checkpoints_give_one_clear_error(tiny_checkpoint, tmp_path, damage, message):
+    path = tmp_path / "damaged"
+    shutil.copytree(tiny_checkpoint, path)
+    damage(path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        read_checkpoint_config(tmp_path / "nope")

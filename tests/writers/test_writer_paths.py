@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vgtool.errors import InputError
+from vgtool.writers.crops import crop_box_xyxy, crop_path
+from vgtool.writers.paths import inside, safe_component
+
+
+@pytest.mark.parametrize(
+    "text", ["../../x", "a/b\\c", "nul\x00byte", "x" * 300, ".hidden", "..", "", "  ", "ünïcode name"]
+)
+def test_safe_component_never_escapes(tmp_path, text):
+    name = safe_component(text)
+    assert name and "/" not in name and "\\" not in name and "\x00" not in name
+    assert name not in {".", ".."} and not name.startswith(".")
+    assert len(name.encode()) <= 90
+    path = crop_path(tmp_path, text, f"{text}.jpg", 7)
+    assert path.resolve().is_relative_to(tmp_path.resolve())
+
+
+def test_different_texts_stay_different():
+    assert safe_component("a/b") != safe_component("a\\b")
+    assert safe_component("x" * 300) != safe_component("x" * 301)
+    assert safe_component("red car") == "red_car_" + safe_component("red car").rsplit("_", 1)[1]
+
+
+def test_inside_refuses_escapes(tmp_path):
+    assert inside(tmp_path, "a/b.jpg") == tmp_path / "a" / "b.jpg"
+    for bad in ("../x.jpg", "/etc/passwd", "a/../../x"):
+        with pytest.raises(InputError):
+            inside(tmp_path, Path(bad))
+
+
+@pytest.mark.parametrize(
+    ("bbox", "size", "window"),
+    [
+        ([10.4, 5.6, 20.0, 10.0], (100, 50), (10, 5, 30, 16)),
+        ([-5, -5, 2, 2], (10, 10), (0, 0, 1, 1)),
+        ([9.9, 9.9, 0.01, 0.01], (10, 10), (9, 9, 10, 10)),
+    ],
+)
+def test_crop_window(bbox, size, window):
+    assert crop_box_xyxy(bbox, *size) == window

@@ -1,0 +1,171 @@
+"""Checkpoints: a folder with ``config.json`` and ``model.safetensors``. Nothing is ever unpickled.
+
+``config.json`` holds the :class:`ModelConfig` and says which parts are *referenced* rather than
+stored: a pretrained backbone that was never unfrozen is rebuilt from its source (hub cache, local
+folder or model package) by name, so checkpoints stay small. Every other weight is in
+``model.safetensors``, and loading is strict: missing, unexpected or misshapen keys are named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vgtool import __version__
+from vgtool.atomic import write_bytes_atomic
+from vgtool.config import from_dict, to_dict
+from vgtool.errors import CheckpointError, ConfigError
+from vgtool.models.config import ModelConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "vgtool-checkpoint"
+FORMAT_VERSION = 1
+PART_PREFIXES = {"vision": "vision.", "text": "text."}
+
+
+def referenced_parts(config: ModelConfig) -> list[str]:
+    """Parts rebuilt from their source instead of stored: pretrained and never unfrozen."""
+    parts = []
+    if config.vision.pretrained and config.vision.frozen:
+        parts.append("vision")
+    if config.text.pretrained and config.text.frozen:
+        parts.append("text")
+    return parts
+
+
+def config_hash(config: ModelConfig) -> str:
+    """A short stable hash of the model config (for run manifests and output-folder checks)."""
+    text = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(
+    model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` (a VLGTR) to ``directory``, each file atomically, the config last.
+
+    Args:
+        model: the model; its ``config`` decides which parts are referenced.
+        directory: created if needed.
+        extra: JSON-serialisable metadata stored under ``"meta"`` (training step, metrics, ...).
+    """
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config: ModelConfig = model.config
+    skip = tuple(PART_PREFIXES[p] for p in referenced_parts(config))
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in model.state_dict().items():
+        if key.startswith(skip):
+            continue
+        value = value.detach().cpu().contiguous()
+        if value.data_ptr() in seen and value.numel():  # tied weights: safetensors refuses shared storage
+            value = value.clone()
+        seen.add(value.data_ptr())
+        tensors[key] = value
+    write_bytes_atomic(directory / WEIGHTS_NAME, save(tensors))
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vgtool_version": __version__,
+        "model": to_dict(config),
+        "referenced": {part: getattr(config, part).name for part in referenced_parts(config)},
+        "meta": extra or {},
+    }
+    write_bytes_atomic(directory / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())
+    return directory
+
+
+def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """Parse ``config.json`` of a checkpoint folder.
+
+    Returns:
+        The model config and the whole JSON document.
+    """
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"{directory}: not a checkpoint folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})"
+        )
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path}: missing; a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable or not JSON ({err})") from err
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f'{path}: not a vgtool checkpoint config (no "format": "{FORMAT}")')
+    if document.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer vgtool (format {document['format_version']})")
+    try:
+        config = from_dict(ModelConfig, document.get("model", {}))
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    return config, document
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({err})") from err
+
+
+def _check_keys(model: torch.nn.Module, tensors: dict[str, torch.Tensor], skip: tuple[str, ...], where: Path):
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(
+        f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    )
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+        if names:
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            problems.append(f"{len(names)} {label} key(s): {shown}")
+    if problems:
+        raise CheckpointError(f"{where}: does not fit the architecture in its config; " + "; ".join(problems))
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild a VLGTR from a checkpoint folder, strictly.
+
+    Raises:
+        CheckpointError: naming the file and the problem (missing, corrupt, wrong keys or shapes).
+    """
+    from vgtool.models.vlgtr import build_model
+
+    directory = Path(directory)
+    config, _ = read_checkpoint_config(directory)
+    referenced = referenced_parts(config)
+    tensors = _load_tensors(directory / WEIGHTS_NAME)
+    # Stored parts need no pretrained download: their weights come from the file.
+    build_config = replace(
+        config,
+        vision=config.vision if "vision" in referenced else replace(config.vision, pretrained=False),
+        text=config.text if "text" in referenced else replace(config.text, pretrained=False),
+    )
+    model = build_model(build_config)
+    model.config = config
+    skip = tuple(PART_PREFIXES[p] for p in referenced)
+    _check_keys(model, tensors, skip, directory / WEIGHTS_NAME)
+    model.load_state_dict(tensors, strict=False)
+    return model.to(device).eval()

@@ -1,0 +1,111 @@
+"""``vgtool ground``: parse options, call :func:`vgtool.ground.pipeline.ground`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vgtool.cli.options import DeviceOpt, ModelOpt, QuietOpt
+
+EXIT_SKIPPED = 3
+
+
+def ground_cli(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Images: folders, files, glob patterns, or .txt files listing one image per line."
+        ),
+    ],
+    phrase: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--phrase",
+            "-p",
+            help="Phrase to ground (repeatable). 'red car=car' files its boxes under class 'car'.",
+        ),
+    ] = None,
+    phrases_file: Annotated[
+        list[Path] | None,
+        typer.Option("--phrases-file", help="Text file with one phrase per line (repeatable)."),
+    ] = None,
+    model: ModelOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vgtool-out"),
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=0, help="Images per batch; 0 picks one.")
+    ] = 0,
+    device: DeviceOpt = "auto",
+    threshold: Annotated[
+        float, typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Keep boxes scoring at least this.")
+    ] = 0.5,
+    top_k: Annotated[
+        int, typer.Option("--top-k", "-k", min=0, help="At most K boxes per phrase and image; 0 = all.")
+    ] = 0,
+    nms_iou: Annotated[
+        float,
+        typer.Option(
+            "--nms-iou", min=0.0, max=1.0, help="IoU above which overlapping boxes are merged; 1 = off."
+        ),
+    ] = 0.7,
+    crops: Annotated[
+        bool, typer.Option("--crops/--no-crops", help="Write crops/<class>/<image>_<id>.jpg.")
+    ] = True,
+    overlays: Annotated[
+        bool, typer.Option("--overlays/--no-overlays", help="Write overlays/<image>.jpg.")
+    ] = True,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Search folders recursively.")] = False,
+    ext: Annotated[
+        list[str] | None, typer.Option("--ext", help="Image extensions to accept, e.g. --ext jpg --ext png.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Decoding processes; -1 picks a number.")] = -1,
+    bf16: Annotated[
+        bool | None,
+        typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA, off for CPU)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace outputs of a different earlier run in --out.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Ground phrases in images: write annotations.json (COCO), crops/, overlays/ and run.json.
+
+    Re-running the same command with the same --out resumes an interrupted run.
+    Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error.
+
+    Example: vgtool ground photos/ -p "red car=car" -p "blue car=car" -p dog --out runs/pets
+    """
+    from vgtool.ground.pipeline import GroundConfig, ground
+
+    config = GroundConfig(
+        threshold=threshold,
+        top_k=top_k,
+        nms_iou=nms_iou,
+        batch_size=batch_size,
+        device=device,
+        num_workers=workers,
+        crops=crops,
+        overlays=overlays,
+        recursive=recursive,
+        extensions=tuple(ext or ()),
+        bf16=bf16,
+        overwrite=overwrite,
+        strict=strict,
+        quiet=quiet,
+    )
+    summary = ground(
+        paths, phrase or [], out_dir=out, model=model, phrase_files=phrases_file or [], config=config
+    )
+    if not quiet:
+        resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
+        typer.echo(
+            f"{summary.grounded} images grounded{resumed}, {summary.annotations} boxes in annotations.json, "
+            f"{len(summary.skipped)} skipped -> {summary.out_dir}",
+            err=True,
+        )
+    if summary.skipped:
+        raise typer.Exit(code=EXIT_SKIPPED)

@@ -1,0 +1,36 @@
+"""``vgtool info``: what a checkpoint is made of."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def info_cli(
+    model: Annotated[str, typer.Argument(help="Checkpoint folder, or 'default' for the bundled model.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print a checkpoint's config, parameter counts and where each part comes from.
+
+    Example: vgtool info runs/train/best
+    """
+    import json
+
+    from vgtool.models.describe import describe_checkpoint
+
+    description = describe_checkpoint(model)
+    if as_json:
+        typer.echo(json.dumps(description, indent=2))
+        return
+    typer.echo(f"checkpoint: {description['path']}")
+    typer.echo(f"architecture: {description['architecture']}  (config hash {description['config_hash']})")
+    params = description["parameters"]
+    typer.echo(f"parameters: {params['total']:,} total, {params['trainable']:,} trainable")
+    for part, row in description["parts"].items():
+        typer.echo(
+            f"  {part:<8} {row['total']:>12,} params  {row['trainable']:>12,} trainable  "
+            f"source: {row['source']}  ({row['weights']})"
+        )
+    typer.echo("config:")
+    typer.echo(json.dumps(description["config"], indent=2))

@@ -1,0 +1,91 @@
+"""The ``vgtool`` Typer app and entry point. Known errors become one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vgtool import __version__
+from vgtool.cli.ground import ground_cli
+from vgtool.cli.info import info_cli
+from vgtool.cli.init import init_cli
+
+app = typer.Typer(
+    name="vgtool",
+    help=(
+        "Find what natural-language phrases describe in folders of images, and write COCO "
+        "annotations, crops and overlays. Also trains and evaluates the VL-GTR grounding model.\n\n"
+        "Example: vgtool ground photos/ --phrase 'red car' --out runs/cars"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("ground", no_args_is_help=True)(ground_cli)
+app.command("info", no_args_is_help=True)(info_cli)
+app.command("init", no_args_is_help=True)(init_cli)
+
+
+def _register_optional() -> None:
+    """Commands whose modules may not exist in every build of the package."""
+    import importlib
+
+    for name, module, attr in (
+        ("synth", "vgtool.cli.synth", "synth_cli"),
+        ("train", "vgtool.cli.train", "train_cli"),
+        ("finetune", "vgtool.cli.train", "finetune_cli"),
+        ("evaluate", "vgtool.cli.evaluate", "evaluate_cli"),
+        ("bench", "vgtool.cli.bench", "bench_cli"),
+    ):
+        try:
+            command = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        app.command(name, no_args_is_help=True)(command)
+
+
+_register_optional()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"vgtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Ground phrases in images; train and evaluate the grounding model."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning known errors into ``error: ...`` and exit codes."""
+    from vgtool.errors import VgtoolError
+
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except VgtoolError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished results are kept (re-run the same command to resume)", err=True)
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except (typer.Abort, EOFError):
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

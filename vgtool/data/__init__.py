@@ -1,0 +1,1 @@
+"""Inputs: finding images, decoding them, and turning them into model tensors."""

@@ -1,0 +1,85 @@
+"""A map-style dataset over image files for inference, safe to run in DataLoader workers.
+
+Decoding, EXIF orientation and resizing happen in ``__getitem__`` (so in worker processes); a file
+that cannot be decoded yields a record with its reason instead of raising, so one bad image never
+ends a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vgtool.data.decode import ImageDecodeError, load_rgb
+from vgtool.data.listing import ImageEntry
+from vgtool.data.preprocess import PreprocessConfig, resize_to_input
+
+
+@dataclass
+class ImageBatch:
+    """A collated batch of decoded images (bad ones listed apart).
+
+    Attributes:
+        indices: ``[B]`` positions in the run's image list of the decoded images.
+        pixels: ``[B, 3, S, S]`` uint8 model input.
+        sizes_wh: ``[B, 2]`` displayed width and height in pixels.
+        images: ``B`` uint8 ``[H, W, 3]`` arrays of the displayed images, or None when not kept.
+        failures: ``(index, reason)`` for images that could not be decoded.
+    """
+
+    indices: list[int]
+    pixels: torch.Tensor
+    sizes_wh: torch.Tensor
+    images: list[np.ndarray] | None
+    failures: list[tuple[int, str]]
+
+    def pin_memory(self) -> ImageBatch:
+        self.pixels = self.pixels.pin_memory()
+        return self
+
+
+class ImageFileDataset(Dataset):
+    """Items are dicts: ``index``, and either ``pixels``/``size_wh``/``image`` or ``error``."""
+
+    def __init__(self, entries: Sequence[ImageEntry], preprocess: PreprocessConfig, keep_images: bool):
+        self.entries = list(entries)
+        self.preprocess = preprocess
+        self.keep_images = keep_images
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            image = load_rgb(self.entries[index].path)
+        except ImageDecodeError as err:
+            return {"index": index, "error": str(err)}
+        item = {
+            "index": index,
+            "pixels": resize_to_input(image, self.preprocess),
+            "size_wh": (image.width, image.height),
+        }
+        if self.keep_images:
+            item["image"] = np.asarray(image)
+        return item
+
+
+def collate_images(items: Sequence[dict]) -> ImageBatch:
+    good = [it for it in items if "error" not in it]
+    size = 0
+    pixels = (
+        torch.stack([it["pixels"] for it in good])
+        if good
+        else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    )
+    return ImageBatch(
+        indices=[it["index"] for it in good],
+        pixels=pixels,
+        sizes_wh=torch.tensor([it["size_wh"] for it in good], dtype=torch.float32).reshape(-1, 2),
+        images=[it["image"] for it in good] if good and "image" in good[0] else None,
+        failures=[(it["index"], it["error"]) for it in items if "error" in it],
+    )

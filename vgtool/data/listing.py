@@ -1,0 +1,133 @@
+"""Find the images a run should process.
+
+A PATH argument may be a folder, an image file, a glob pattern, or a text file listing one image
+path per line. Every image gets a ``file_name`` relative to the input root, the name it carries in
+``annotations.json`` and under ``overlays/``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vgtool.errors import InputError
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image to process.
+
+    Attributes:
+        path: where to read it (as found, symlinks not resolved).
+        file_name: POSIX path relative to the input root; unique within a run.
+    """
+
+    path: Path
+    file_name: str
+
+
+def _normalise_exts(exts: Iterable[str] | None) -> tuple[str, ...]:
+    if not exts:
+        return DEFAULT_EXTENSIONS
+    return tuple(("." + e.lower().lstrip(".")) for e in exts)
+
+
+def _walk(folder: Path, recursive: bool, exts: tuple[str, ...]) -> list[Path]:
+    if not recursive:
+        try:
+            return [p for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file()]
+        except OSError as err:
+            raise InputError(f"{folder}: cannot list folder ({err.strerror})") from err
+    found: list[Path] = []
+    seen_dirs: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:  # a symlink loop or a second route to the same folder
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.suffix.lower() in exts and path.is_file():
+                found.append(path)
+    return found
+
+
+def _read_list_file(path: Path) -> list[Path]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read image list ({err})") from err
+    base = path.parent
+    entries = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line).expanduser()
+            entries.append(p if p.is_absolute() else base / p)
+    return entries
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    prefix: list[str] = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        prefix.append(part)
+    return Path(*prefix) if prefix else Path(".")
+
+
+def list_images(
+    inputs: Sequence[str | Path], recursive: bool = False, extensions: Iterable[str] | None = None
+) -> list[ImageEntry]:
+    """Expand PATH arguments into a sorted, de-duplicated list of images.
+
+    Args:
+        inputs: folders, image files, glob patterns, or ``.txt``/``.lst`` files listing images.
+        recursive: descend into sub-folders of folder inputs (symlink loops are cut).
+        extensions: file extensions to accept in folders and globs (default: common image types).
+
+    Raises:
+        InputError: an input does not exist or yields no image.
+    """
+    exts = _normalise_exts(extensions)
+    groups: list[tuple[Path, list[Path]]] = []
+    for raw in inputs:
+        text = str(raw)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            groups.append((path, _walk(path, recursive, exts)))
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            listed = _read_list_file(path)
+            groups.append((path.parent, listed))
+        elif path.is_file() or path.is_symlink():
+            groups.append((path.parent, [path]))
+        elif glob.has_magic(text):
+            matches = [Path(m) for m in glob.glob(text, recursive=recursive)]
+            groups.append((_glob_root(text), [m for m in matches if m.suffix.lower() in exts]))
+        else:
+            raise InputError(f"{text}: no such file, folder or glob match")
+    if not groups:
+        raise InputError("no input paths given")
+    roots = [os.path.abspath(root) for root, _ in groups]
+    common = Path(os.path.commonpath(roots)) if len(set(roots)) > 1 else Path(roots[0])
+    entries: dict[str, ImageEntry] = {}
+    for _, paths in groups:
+        for path in paths:
+            absolute = os.path.abspath(path)
+            try:
+                rel = Path(absolute).relative_to(common).as_posix()
+            except ValueError:
+                rel = Path(absolute).name
+            entries.setdefault(rel, ImageEntry(path=Path(path), file_name=rel))
+    if not entries:
+        raise InputError(f"no images found in {', '.join(map(str, inputs))} (extensions: {' '.join(exts)})")
+    return [entries[k] for k in sorted(entries)]

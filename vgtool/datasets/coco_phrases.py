@@ -1,0 +1,186 @@
+"""Read "COCO with phrases": COCO detection JSON whose boxes are tied to phrases.
+
+Standard ``images``, ``categories`` and ``annotations`` (``bbox`` xywh pixels), where an annotation may
+carry a ``phrase`` (and a ``score``). An optional top-level ``phrases`` list,
+``{"id", "image_id", "phrase", "annotation_ids", "kind"}``, states each phrase explicitly, including
+phrases that name nothing (empty ``annotation_ids``). This is vgtool's own ``annotations.json`` and
+what CVAT / Label Studio COCO exports look like, so predictions and hand labels come back as data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vgtool.datasets.sample import GroundingSample
+from vgtool.errors import InputError
+
+DEFAULT_NAME = "annotations.json"
+
+
+def resolve_coco_json(path: Path, split: str | None) -> Path:
+    """The JSON file to read: ``path`` itself, ``<path>/<split>.json``, or the folder's one JSON file."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise InputError(f"{path}: no such COCO file or folder")
+    if split is not None and (path / f"{split}.json").is_file():
+        return path / f"{split}.json"
+    candidates = [path / DEFAULT_NAME] if (path / DEFAULT_NAME).is_file() else sorted(path.glob("*.json"))
+    if len(candidates) != 1:
+        wanted = f"{split}.json or " if split is not None else ""
+        raise InputError(f"{path}: expected {wanted}{DEFAULT_NAME} or a single .json file in this folder")
+    return candidates[0]
+
+
+def _read_coco(path: Path) -> dict[str, Any]:
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err.strerror or err}") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not JSON: {err.msg} (line {err.lineno})") from None
+    if not isinstance(coco, dict):
+        raise InputError(f"{path}: not a COCO file: the top level is not an object")
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise InputError(f"{path}: not a COCO file: no {key!r} list")
+    return coco
+
+
+def _id_key(value: int | str) -> tuple[int, int, str]:
+    """Sort ints numerically and before strings."""
+    return (0, value, "") if isinstance(value, int) else (1, 0, str(value))
+
+
+def _boxes_xyxy(anns: Sequence[dict[str, Any]]) -> np.ndarray:
+    boxes_xywh = np.asarray([ann["bbox"] for ann in anns], dtype=np.float32).reshape(-1, 4)
+    return np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]], axis=1)
+
+
+class _CocoIndex:
+    """Images (after split filtering), annotations and category names of one COCO file."""
+
+    def __init__(self, coco: dict[str, Any], path: Path, image_root: Path, split: str | None) -> None:
+        self.path = path
+        self.image_root = image_root
+        all_images = {image["id"]: image for image in coco["images"]}
+        self.images = all_images
+        if split is not None and any("split" in image for image in all_images.values()):
+            self.images = {key: image for key, image in all_images.items() if image.get("split") == split}
+        self.split_filtered = self.images is not all_images
+        self.known_image_ids = set(all_images)
+        self.anns = {ann["id"]: ann for ann in coco["annotations"]}
+        self.category_names = {cat["id"]: str(cat["name"]) for cat in coco.get("categories", [])}
+
+    def check_image(self, image_id: Any, what: str) -> None:
+        if image_id not in self.known_image_ids:
+            raise InputError(f"{self.path}: {what} refers to image {image_id!r}, which is not in 'images'")
+
+    def category_name(self, ann: dict[str, Any]) -> str:
+        try:
+            return self.category_names[ann["category_id"]]
+        except KeyError:
+            raise InputError(
+                f"{self.path}: annotation {ann.get('id')} has category {ann.get('category_id')!r}, "
+                "which is not in 'categories'"
+            ) from None
+
+    def sample(
+        self,
+        image_id: Any,
+        phrase: str,
+        anns: list[dict[str, Any]],
+        sample_id: int | str | None,
+        meta: dict[str, Any] | None = None,
+    ) -> GroundingSample:
+        """The sample of one phrase in one image, boxed by ``anns``."""
+        image = self.images[image_id]
+        names = {self.category_name(ann) for ann in anns}
+        meta = {"annotation_ids": [ann["id"] for ann in anns], **(meta or {})}
+        if any("score" in ann for ann in anns):
+            meta["scores"] = [ann.get("score") for ann in anns]
+        try:
+            return GroundingSample(
+                image_path=self.image_root / str(image["file_name"]),
+                phrase=phrase,
+                boxes_xyxy=_boxes_xyxy(anns),
+                image_id=image_id,
+                width=image.get("width"),
+                height=image.get("height"),
+                category=names.pop() if len(names) == 1 else None,
+                sample_id=sample_id,
+                meta=meta,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{self.path}: image {image_id!r}, phrase {phrase!r}: {err!r}") from None
+
+
+def _from_phrase_list(index: _CocoIndex, phrases: list[dict[str, Any]]) -> list[GroundingSample]:
+    """One sample per entry of the top-level ``phrases`` list."""
+    samples = []
+    for entry in phrases:
+        index.check_image(entry.get("image_id"), f"phrase {entry.get('id')!r}")
+        if entry["image_id"] not in index.images:
+            continue  # another split
+        missing = [key for key in entry.get("annotation_ids", []) if key not in index.anns]
+        if missing:
+            raise InputError(f"{index.path}: phrase {entry.get('id')!r} lists unknown annotations {missing}")
+        anns = [index.anns[key] for key in entry.get("annotation_ids", [])]
+        kept = [ann for ann in anns if not ann.get("iscrowd", 0)]
+        kind = entry.get("kind") or ("none" if not kept else "single" if len(kept) == 1 else "multi")
+        phrase = str(entry["phrase"])
+        samples.append(index.sample(entry["image_id"], phrase, kept, entry.get("id"), meta={"kind": kind}))
+    return sorted(samples, key=lambda s: (_id_key(s.image_id), s.phrase, _id_key(s.sample_id or 0)))
+
+
+def _from_annotations(index: _CocoIndex) -> list[GroundingSample]:
+    """One sample per (image, phrase) group; the phrase is the annotation's, else its category name."""
+    groups: dict[tuple[Any, str], list[dict[str, Any]]] = defaultdict(list)
+    for ann in index.anns.values():
+        index.check_image(ann.get("image_id"), f"annotation {ann.get('id')!r}")
+        if ann["image_id"] not in index.images or ann.get("iscrowd", 0):
+            continue
+        groups[(ann["image_id"], str(ann.get("phrase") or index.category_name(ann)))].append(ann)
+    keys = sorted(groups, key=lambda key: (_id_key(key[0]), key[1]))
+    return [
+        index.sample(image_id, phrase, groups[(image_id, phrase)], number)
+        for number, (image_id, phrase) in enumerate(keys, start=1)
+    ]
+
+
+def load_coco_phrases(
+    json_path: str | Path,
+    split: str | None = None,
+    image_root: str | Path | None = None,
+) -> list[GroundingSample]:
+    """Phrase samples from a COCO-with-phrases file.
+
+    Args:
+        json_path: the JSON file, or a folder holding ``<split>.json`` or ``annotations.json``.
+        split: which split; picks ``<split>.json`` in a folder, and keeps only images whose ``split``
+            field equals it when images carry one.
+        image_root: the folder ``file_name`` is relative to; defaults to the JSON file's folder.
+
+    Returns:
+        Samples sorted by image id, then phrase. With a ``phrases`` list: one per entry, ``sample_id``
+        the entry's id and ``meta["kind"]`` its kind. Otherwise: one per (image, phrase) group of
+        non-crowd annotations, ``sample_id`` counting from 1. ``meta["annotation_ids"]`` lists the
+        boxes' annotations, and ``meta["scores"]`` their scores when the file has them.
+    """
+    path = resolve_coco_json(Path(json_path), split)
+    coco = _read_coco(path)
+    index = _CocoIndex(coco, path, Path(image_root) if image_root is not None else path.parent, split)
+    if split is not None and Path(json_path).is_dir() and path.stem != split and not index.split_filtered:
+        raise InputError(f"{json_path}: no {split}.json here, and the images of {path.name} carry no 'split'")
+    try:
+        if coco.get("phrases") is not None:
+            return _from_phrase_list(index, coco["phrases"])
+        return _from_annotations(index)
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a COCO-with-phrases file: missing or bad field {err}") from None

@@ -1,0 +1,1 @@
+"""Evaluation: grounding accuracy, no-object false positives and COCO mAP from predictions."""

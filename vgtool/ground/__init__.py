@@ -1,0 +1,1 @@
+"""Batch grounding: phrases and images in, COCO annotations, crops and overlays out."""

@@ -1,0 +1,99 @@
+"""The output folder: what a run writes there, and whether an existing folder may be resumed.
+
+A run records its *run key* (model fingerprint, phrases, categories, postprocessing) in
+``run-key.json``. Re-running with the same key resumes from ``journal.jsonl``; a different key is
+refused unless ``overwrite`` is set, so outputs of two different runs are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vgtool.atomic import write_bytes_atomic
+from vgtool.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from vgtool.errors import InputError
+from vgtool.ground.phrases import Ontology
+from vgtool.models.postprocess import PostProcessConfig
+
+JOURNAL_NAME = "journal.jsonl"
+RUN_KEY_NAME = "run-key.json"
+OUTPUTS = ("annotations.json", "run.json", JOURNAL_NAME, RUN_KEY_NAME, "crops", "overlays")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run writes and what it writes under."""
+
+    out_dir: Path
+    journal_path: Path
+    ontology: Ontology
+    run_key: dict
+
+    @property
+    def category_names(self) -> dict[int, str]:
+        return {i: name for i, name in enumerate(self.ontology.categories, start=1)}
+
+
+def model_fingerprint(model_path: Path) -> str:
+    """sha256 over the checkpoint's config and weights files."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        with open(model_path / name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def prepare_output_dir(
+    out_dir: Path,
+    *,
+    model_path: Path,
+    model_hash: str,
+    ontology: Ontology,
+    postprocess: PostProcessConfig,
+    overwrite: bool,
+) -> RunState:
+    """Create or reopen ``out_dir`` for a run.
+
+    Raises:
+        InputError: the folder holds outputs of a run with other settings (and not ``overwrite``),
+            or it cannot be written.
+    """
+    run_key = {
+        "model": model_fingerprint(model_path),
+        "model_config": model_hash,
+        "phrases": [[p.text, p.category] for p in ontology.phrases],
+        "postprocess": asdict(postprocess),
+    }
+    key_path = out_dir / RUN_KEY_NAME
+    existing = None
+    if key_path.exists():
+        try:
+            existing = json.loads(key_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            existing = {"unreadable": True}
+    elif (out_dir / "annotations.json").exists() or (out_dir / JOURNAL_NAME).exists():
+        existing = {"unknown": True}
+    if existing is not None and existing != run_key:
+        if not overwrite:
+            differs = [k for k in run_key if existing.get(k) != run_key[k]] or ["settings"]
+            raise InputError(
+                f"{out_dir}: holds the outputs of another run (different {', '.join(differs)}); "
+                "use --overwrite to replace them, or another --out"
+            )
+        for name in OUTPUTS:
+            target = out_dir / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(key_path, (json.dumps(run_key, indent=2, ensure_ascii=False) + "\n").encode())
+    except OSError as err:
+        raise InputError(f"{out_dir}: cannot write output folder ({err.strerror or err})") from err
+    return RunState(out_dir=out_dir, journal_path=out_dir / JOURNAL_NAME, ontology=ontology, run_key=run_key)

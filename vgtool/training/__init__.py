@@ -1,0 +1,1 @@
+"""Training: the Hungarian matcher, the set criterion and the loops that use them."""

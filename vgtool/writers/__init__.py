@@ -1,0 +1,1 @@
+"""Outputs of a grounding run: the journal, COCO annotations, crops, overlays, the run manifest."""

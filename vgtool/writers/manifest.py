@@ -1,0 +1,37 @@
+"""``run.json``: what ran, with which model and arguments, how long it took, what was skipped."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from vgtool import __version__
+from vgtool.atomic import write_bytes_atomic
+
+
+def write_manifest(
+    state, summary, *, model_path: Path, model_hash: str, arguments: dict[str, Any], started: float
+) -> Path:
+    """Write ``run.json`` next to ``annotations.json`` (timestamps live here, not in annotations)."""
+    document = {
+        "vgtool_version": __version__,
+        "model": {"path": str(model_path), "config_hash": model_hash, "fingerprint": state.run_key["model"]},
+        "arguments": arguments,
+        "counts": {
+            "images_listed": summary.images,
+            "grounded_this_run": summary.grounded,
+            "already_done": summary.resumed,
+            "skipped": len(summary.skipped),
+            "annotations": summary.annotations,
+        },
+        "timings_s": summary.timings,
+        "skipped": summary.skipped,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "host": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+    path = state.out_dir / "run.json"
+    write_bytes_atomic(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
+    return path

@@ -1,0 +1,74 @@
+"""Overlays: the image with each box, its phrase and score drawn legibly."""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from vgtool.writers.paths import inside
+
+
+def category_colour(category_id: int) -> tuple[int, int, int]:
+    """A stable, saturated colour per category (golden-ratio hue steps)."""
+    hue = (category_id * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def overlay_path(out_dir: Path, file_name: str) -> Path:
+    """``overlays/<relative path>.jpg`` (the relative path keeps its folders; .jpg replaces the suffix)."""
+    return inside(out_dir / "overlays", Path(file_name).with_suffix(".jpg"))
+
+
+def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> Image.Image:
+    """A copy of ``image`` with the annotations' boxes (COCO xywh) and labels drawn."""
+    canvas = image.copy()
+    draw = ImageDraw.Draw(canvas)
+    side = min(canvas.width, canvas.height)
+    line = max(2, round(side / 200))
+    font = _font(max(11, round(side / 40)))
+    for ann in sorted(annotations, key=lambda a: a["score"]):  # best drawn last, on top
+        x, y, w, h = ann["bbox"]
+        colour = category_colour(ann["category_id"])
+        draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
+        label = f"{ann['phrase']} {ann['score']:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        text_w, text_h = right - left, bottom - top
+        pad = max(2, line)
+        ty = y - text_h - 2 * pad if y - text_h - 2 * pad >= 0 else y
+        tx = min(max(x, 0), max(canvas.width - text_w - 2 * pad, 0))
+        draw.rectangle([tx, ty, tx + text_w + 2 * pad, ty + text_h + 2 * pad], fill=colour)
+        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        draw.text(
+            (tx + pad - left, ty + pad - top),
+            label,
+            fill=(0, 0, 0) if luminance > 140 else (255, 255, 255),
+            font=font,
+        )
+    return canvas
+
+
+def write_overlay(
+    image: Image.Image,
+    annotations: Sequence[dict[str, Any]],
+    out_dir: Path,
+    file_name: str,
+    quality: int = 90,
+) -> Path:
+    path = overlay_path(out_dir, file_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw_overlay(image, annotations).save(path, "JPEG", quality=quality)
+    return path
