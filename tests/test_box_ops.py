@@ -49,3 +49,18 @@ def test_nms_keeps_best_and_disjoint():
 def test_clip():
     clipped = box_ops.clip_xyxy(torch.tensor([[-5.0, -1.0, 120.0, 50.0]]), 100, 40)
     assert clipped.tolist() == [[0.0, 0.0, 100.0, 40.0]]
+
+
+def test_hflip_and_translate_xyxy_round_trips():
+    torch.manual_seed(0)
+    top_left = torch.rand(50, 2) * 100
+    boxes_xyxy = torch.cat([top_left, top_left + torch.rand(50, 2) * 50], dim=1)
+    flipped = box_ops.hflip_xyxy(boxes_xyxy, 160)
+    assert (flipped[:, 2] >= flipped[:, 0]).all() and torch.equal(flipped[:, [1, 3]], boxes_xyxy[:, [1, 3]])
+    assert torch.allclose(box_ops.hflip_xyxy(flipped, 160), boxes_xyxy, atol=1e-4)
+    assert box_ops.hflip_xyxy(torch.tensor([[10.0, 2.0, 30.0, 5.0]]), 100).tolist() == [
+        [70.0, 2.0, 90.0, 5.0]
+    ]
+    shifted = box_ops.translate_xyxy(boxes_xyxy, -12.0, 7.5)
+    assert torch.allclose(box_ops.translate_xyxy(shifted, 12.0, -7.5), boxes_xyxy, atol=1e-5)
+    assert box_ops.box_area(shifted).allclose(box_ops.box_area(boxes_xyxy), atol=1e-3)

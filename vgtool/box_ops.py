@@ -130,3 +130,15 @@ def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
             suppress[: i + 1] = False
             keep &= ~suppress
     return order[keep]
+
+
+def hflip_xyxy(boxes_xyxy: torch.Tensor, width: float) -> torch.Tensor:
+    """Mirror pixel xyxy boxes left-right in an image ``width`` pixels wide (``x -> width - x``)."""
+    x0, y0, x1, y1 = boxes_xyxy.unbind(-1)
+    return torch.stack([width - x1, y0, width - x0, y1], dim=-1)
+
+
+def translate_xyxy(boxes_xyxy: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """Shift pixel xyxy boxes by ``(dx, dy)``; a crop at ``(left, top)`` is ``(-left, -top)``."""
+    offset = torch.tensor([dx, dy, dx, dy], dtype=boxes_xyxy.dtype, device=boxes_xyxy.device)
+    return boxes_xyxy + offset

@@ -47,6 +47,8 @@ PRESETS: dict[str, ModelConfig] = {
                 "num_hidden_layers": 1,
                 "num_attention_heads": 2,
                 "intermediate_size": 64,
+                "hidden_dropout_prob": 0.0,
+                "attention_probs_dropout_prob": 0.0,
             },
         ),
         decoder=DecoderConfig(d_model=32, num_layers=2, num_heads=2, ffn_dim=64, dropout=0.0, num_queries=4),

@@ -53,7 +53,9 @@ class HungarianMatcher(nn.Module):
         cost_giou = -generalized_box_iou(cxcywh_to_xyxy(pred_boxes_cxcywh), cxcywh_to_xyxy(tgt_boxes_cxcywh))
         cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
         sizes = [len(t["boxes"]) for t in targets]
-        cost = cost.view(num_pairs, num_queries, sum(sizes)).cpu()  # [K, Q, sum n_k]
+        cost = cost.view(num_pairs, num_queries, sum(sizes)).float().cpu()  # [K, Q, sum n_k]
+        # A diverging model can emit NaN boxes; match anyway and let the loss report it.
+        cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
         indices = [linear_sum_assignment(c[k]) for k, c in enumerate(cost.split(sizes, -1))]
         return [
             (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices

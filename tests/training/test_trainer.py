@@ -1,0 +1,154 @@
+"""End-to-end training: resume exactness, divergence handling, recipes and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vgtool.training.config import load_recipe, recipe_from_mapping
+from vgtool.training.trainer import TrainingDivergedError, train
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    from vgtool.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, 10, seed=3, image_size=(96, 96), phrases_per_image=2)
+    return root
+
+
+def _recipe(data, **extra):
+    mapping = {
+        "model": {"preset": "vlgtr-tiny"},
+        "data": {
+            "train": {"format": "coco", "path": str(data), "split": "train"},
+            "val": {"format": "coco", "path": str(data), "split": "val"},
+        },
+        "augment": {"hflip": 0.5, "random_resized_crop": 0.0},
+        "stages": [
+            {"name": "frozen", "epochs": 2, "lr": 1e-3, "warmup_steps": 2},
+            {"name": "unfrozen", "epochs": 1, "lr": 5e-4, "vision_lr": 1e-4},
+        ],
+        "batch_size": 4,
+        "log_every_steps": 1,
+    }
+    mapping.update(extra)
+    return recipe_from_mapping(mapping)
+
+
+def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path):
+    recipe = _recipe(synth_data, save_every_steps=3)
+    train(recipe, tmp_path / "full", quiet=True)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_7(step):
+        if step == 7:  # mid-epoch, after the save at step 6
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(recipe, tmp_path / "cut", quiet=True, on_step=stop_at_7)
+    state = json.loads((tmp_path / "cut" / "last" / "train_state.json").read_text())
+    assert state["counters"]["step"] == 6 and state["counters"]["batch"] > 0
+    train(recipe, tmp_path / "cut", quiet=True, resume=True)
+    full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+def test_outputs_and_two_stage_bookkeeping(synth_data, tmp_path):
+    result = train(_recipe(synth_data), tmp_path / "run", quiet=True)
+    run = tmp_path / "run"
+    for name in ("recipe.json", "metrics.jsonl", "curves.png", "last/config.json", "best/model.safetensors"):
+        assert (run / name).exists(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in records} == {"train", "val"}
+    assert all("acc@0.5" in r for r in records if r["type"] == "val")
+    assert result["counters"]["stage"] == 2
+    # stage 2 trained the vision backbone, so the checkpoint stores it and records it as unfrozen
+    config = json.loads((run / "last" / "config.json").read_text())
+    assert config["model"]["vision"]["frozen"] is False
+    from vgtool.checkpoint import load_checkpoint
+
+    load_checkpoint(run / "last")
+    load_checkpoint(run / "best")
+
+
+def test_refuses_to_overwrite_an_earlier_run_without_resume(synth_data, tmp_path):
+    from vgtool.errors import InputError
+
+    recipe = _recipe(synth_data, stages=[{"name": "s", "epochs": 1, "lr": 1e-3}])
+    train(recipe, tmp_path / "run", quiet=True)
+    with pytest.raises(InputError, match="--resume"):
+        train(recipe, tmp_path / "run", quiet=True)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_last_good(synth_data, tmp_path):
+    recipe = _recipe(synth_data, stages=[{"name": "s", "epochs": 1, "lr": 1e-3}])
+    train(recipe, tmp_path / "run", quiet=True)
+    good = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    from vgtool.checkpoint import load_checkpoint, save_checkpoint
+
+    poisoned = load_checkpoint(tmp_path / "run" / "last")
+    with torch.no_grad():
+        poisoned.box_head.layers[-1].bias.fill_(float("nan"))
+    save_checkpoint(poisoned, tmp_path / "poisoned")
+    bad = _recipe(synth_data, init_from=str(tmp_path / "poisoned"))
+    with pytest.raises(TrainingDivergedError, match="loss became nan"):
+        train(bad, tmp_path / "diverged", quiet=True)
+    assert not (tmp_path / "diverged" / "last").exists()  # nothing bad was saved
+    assert torch.isfinite(good["class_head.weight"]).all()
+
+
+def test_unwritable_output_fails_early(synth_data, tmp_path):
+    from vgtool.errors import InputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="not writable"):
+        train(_recipe(synth_data), blocker / "run", quiet=True)
+
+
+@pytest.mark.parametrize("name", ["vlgtr_flickr30k.yaml", "vlgtr_refcoco.yaml", "tiny_synth.yaml"])
+def test_committed_recipes_parse(name):
+    from pathlib import Path
+
+    recipe = load_recipe(Path(__file__).parents[2] / "train" / name, ["batch_size=2"])
+    assert recipe.batch_size == 2 and recipe.stages
+
+
+def test_seed_recipes_follow_the_two_stage_design():
+    from pathlib import Path
+
+    for name in ("vlgtr_flickr30k.yaml", "vlgtr_refcoco.yaml"):
+        recipe = load_recipe(Path(__file__).parents[2] / "train" / name)
+        first, second = recipe.stages
+        assert first.vision_lr == 0 and first.text_lr == 0
+        assert second.vision_lr == pytest.approx(1e-5) and second.text_lr == 0
+        assert recipe.model.decoder.num_queries == 10
+        assert recipe.model.vision.name == "vit_small_patch14_reg4_dinov2.lvd142m"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stages=[]", "at least one stage"),
+        ("batch_size=0", "batch_size"),
+        ("nope=1", "unknown config key nope"),
+        ("augment.hflip=yes", "expected a number"),
+    ],
+)
+def test_bad_recipes_are_refused(override, message):
+    from pathlib import Path
+
+    from vgtool.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match=message):
+        load_recipe(Path(__file__).parents[2] / "train" / "tiny_synth.yaml", [override])

@@ -1,0 +1,132 @@
+"""``vgtool evaluate``: parse options, call :func:`vgtool.evaluation.evaluate.evaluate_model` or
+:func:`~vgtool.evaluation.evaluate.evaluate_predictions`, print a metrics table."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vgtool.cli.options import DeviceOpt, ModelOpt, OutDirOpt, QuietOpt
+
+TABLE_COLUMNS = (
+    ("n", "n_samples"),
+    ("acc@0.5", "acc@0.5"),
+    ("acc@0.75", "acc@0.75"),
+    ("mIoU", "miou"),
+    ("mAP", "map"),
+    ("mAP50", "map50"),
+    ("mAP75", "map75"),
+    ("no-obj FP", "no_object_fp_rate"),
+)
+
+
+class DataFormatChoice(str, Enum):
+    auto = "auto"
+    coco = "coco"
+    refer = "refer"
+    refcoco_parquet = "refcoco-parquet"
+    flickr30k = "flickr30k"
+    odvg = "odvg"
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """The overall and per-kind metrics as an aligned text table ("-" where nothing was measured)."""
+    rows = [("overall", metrics["overall"]), *sorted(metrics["by_kind"].items())]
+    lines = [["", *(title for title, _ in TABLE_COLUMNS)]]
+    for name, values in rows:
+        cells = [name]
+        for _, key in TABLE_COLUMNS:
+            value = values.get(key)
+            cells.append("-" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}")
+        lines.append(cells)
+    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if c == 0 else cell.rjust(w)
+            for c, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
+
+
+def evaluate_cli(
+    data: Annotated[
+        str, typer.Option("--data", help="Dataset file or folder (COCO with phrases, RefCOCO, Flickr30k...).")
+    ],
+    model: ModelOpt = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            exists=True,
+            dir_okay=False,
+            help="Score this COCO predictions file (results list or COCO dict) instead of a model.",
+        ),
+    ] = None,
+    data_format: Annotated[
+        DataFormatChoice, typer.Option("--format", help="Dataset layout; auto guesses it from --data.")
+    ] = DataFormatChoice.auto,
+    split: Annotated[str | None, typer.Option("--split", help="Dataset split, e.g. val or testA.")] = None,
+    image_root: Annotated[
+        str | None, typer.Option("--image-root", help="Folder the dataset's image paths are relative to.")
+    ] = None,
+    out: OutDirOpt = Path("eval-out"),
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold", "-t", min=0.0, max=1.0, help="Score at which a box for an absent object counts."
+        ),
+    ] = 0.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")] = 16,
+    device: DeviceOpt = "auto",
+    bf16: Annotated[
+        bool | None,
+        typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA, off for CPU)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Image decoding processes.")] = 0,
+    plots: Annotated[
+        bool, typer.Option("--plots/--no-plots", help="Draw the IoU histogram and best/worst examples.")
+    ] = True,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate grounding on a labelled dataset: a model, or a predictions file from any tool.
+
+    Writes metrics.json (overall and per phrase kind), iou_histogram.png and examples_best_worst.png.
+    For a model also predictions.json, which --predictions scores to the same numbers.
+    Metrics: accuracy@0.5/0.75 and mIoU of the top box, mAP, and the no-object false-positive rate.
+
+    Example: vgtool evaluate --model runs/train/best --data data/synth --split test --out runs/eval
+    """
+    from vgtool.datasets import DataConfig
+    from vgtool.evaluation.evaluate import EvalConfig, evaluate_model, evaluate_predictions
+
+    if predictions is not None and model is not None:
+        raise typer.BadParameter("give --model or --predictions, not both", param_hint="--predictions")
+    data_config = DataConfig(format=data_format.value, path=data, split=split, image_root=image_root)
+    config = EvalConfig(
+        threshold=threshold,
+        batch_size=batch_size,
+        device=device,
+        bf16=bf16,
+        num_workers=workers,
+        plots=plots,
+        quiet=quiet,
+    )
+    if predictions is not None:
+        metrics = evaluate_predictions(predictions=predictions, data=data_config, out_dir=out, config=config)
+        matching = metrics["matching"]
+        if any(matching.values()):
+            typer.echo(
+                f"warning: {matching['unmatched_predictions']} predicted boxes matched no sample "
+                f"({matching['unmatched_images']} image names matched no dataset image, or several); "
+                f"{matching['boxed_samples_without_prediction']} samples with boxes have no prediction",
+                err=True,
+            )
+    else:
+        metrics = evaluate_model(model=model, data=data_config, out_dir=out, config=config)
+    typer.echo(metrics_table(metrics))
+    if not quiet:
+        typer.echo(f"-> {out / 'metrics.json'}", err=True)

@@ -1,0 +1,336 @@
+"""``train()``: the whole run — data, model, stages, optimisation, validation, checkpoints, resume.
+
+Layout of ``out_dir``:
+    recipe.json        the resolved recipe
+    metrics.jsonl      one JSON line per logged step and per validation
+    curves.png         loss, learning rate and validation accuracy
+    last/              latest checkpoint + optimizer + counters + RNG (what ``--resume`` reads)
+    best/              checkpoint with the best validation Acc@0.5
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from vgtool.checkpoint import load_checkpoint, save_checkpoint
+from vgtool.config import to_dict
+from vgtool.data.preprocess import PreprocessConfig, normalize
+from vgtool.data.tokenize import PhraseTokenizer
+from vgtool.datasets.registry import load_samples
+from vgtool.device import autocast, resolve_device
+from vgtool.errors import InputError, VgtoolError
+from vgtool.models.text import load_tokenizer
+from vgtool.models.vlgtr import VLGTR, build_model
+from vgtool.training.config import RecipeConfig, StageConfig
+from vgtool.training.criterion import SetCriterion
+from vgtool.training.data import GroundingTrainDataset, TrainCollate, epoch_order
+from vgtool.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from vgtool.training.plots import plot_curves
+from vgtool.training.schedule import warmup_cosine
+from vgtool.training.state import load_training_state, optimizer_state_from, restore_rng, save_training_state
+from vgtool.training.validate import validate
+
+logger = logging.getLogger(__name__)
+MIN_FREE_BYTES = 200 * 2**20
+
+
+class TrainingDivergedError(VgtoolError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Counters:
+    """Where training stands; all that ``--resume`` needs besides tensors."""
+
+    stage: int = 0
+    epoch: int = 0  # epoch within the stage
+    batch: int = 0  # batches done within the epoch
+    step: int = 0  # optimizer steps done in total
+    best_acc: float = -1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"{out_dir}: output folder is not writable ({err.strerror or err})") from err
+    free = shutil.disk_usage(out_dir).free
+    if free < MIN_FREE_BYTES:
+        raise InputError(f"{out_dir}: only {free // 2**20} MiB free on disk; checkpoints need more")
+
+
+def _param_groups(model: VLGTR, stage: StageConfig, weight_decay: float) -> list[dict[str, Any]]:
+    vision_ids = {id(p) for p in model.vision.parameters()}
+    text_ids = {id(p) for p in model.text.parameters()}
+    new = [p for p in model.parameters() if id(p) not in vision_ids | text_ids]
+    groups = [{"params": new, "lr": stage.lr, "base_lr": stage.lr, "name": "new"}]
+    if stage.vision_lr > 0:
+        groups.append(
+            {
+                "params": list(model.vision.parameters()),
+                "lr": stage.vision_lr,
+                "base_lr": stage.vision_lr,
+                "name": "vision",
+            }
+        )
+    if stage.text_lr > 0:
+        groups.append(
+            {
+                "params": list(model.text.parameters()),
+                "lr": stage.text_lr,
+                "base_lr": stage.text_lr,
+                "name": "text",
+            }
+        )
+    for group in groups:
+        group["weight_decay"] = weight_decay
+    return groups
+
+
+def _configure_stage(model: VLGTR, stage: StageConfig) -> None:
+    """Freeze/unfreeze for the stage; a backbone once trained is recorded as not frozen, so
+    checkpoints store its weights instead of referencing the hub version."""
+    train_vision, train_text = stage.vision_lr > 0, stage.text_lr > 0
+    model.set_frozen(vision=not train_vision, text=not train_text)
+    config = model.config
+    model.config = replace(
+        config,
+        vision=replace(config.vision, frozen=config.vision.frozen and not train_vision),
+        text=replace(config.text, frozen=config.text.frozen and not train_text),
+    )
+
+
+def _build_model(recipe: RecipeConfig) -> VLGTR:
+    if recipe.init_from:
+        model = load_checkpoint(recipe.init_from)
+        return model.train()
+    return build_model(recipe.model).train()
+
+
+def train(
+    recipe: RecipeConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train VL-GTR as the recipe says and write checkpoints, metrics and plots to ``out_dir``.
+
+    Launch with ``torchrun --nproc-per-node N -m vgtool train ...`` for data-parallel training.
+
+    Args:
+        recipe: the resolved recipe.
+        out_dir: run folder (see the module docstring).
+        resume: continue from ``out_dir/last`` exactly (model, optimizer, schedule, RNG, step).
+        quiet: no progress bars.
+        on_step: called with the global step after every optimizer step (and any save).
+
+    Returns:
+        Final counters and the last validation metrics.
+
+    Raises:
+        TrainingDivergedError: the loss became non-finite; ``last/`` keeps the last good state.
+    """
+    out_dir = Path(out_dir)
+    info, dist_device = init_distributed(recipe.device)
+    try:
+        return _train(recipe, out_dir, info, dist_device, resume=resume, quiet=quiet, on_step=on_step)
+    finally:
+        shutdown(info)
+
+
+def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_step) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    if info.is_main:
+        _check_output_dir(out_dir)
+    last_dir, best_dir = out_dir / "last", out_dir / "best"
+    if not resume and (last_dir / "train_state.json").exists():
+        raise InputError(
+            f"{out_dir}: holds an earlier run; pass --resume to continue it, or choose another --out"
+        )
+    device = dist_device or resolve_device(recipe.device)
+    torch.manual_seed(recipe.seed)
+    bf16 = device.type == "cuda" if recipe.amp == "auto" else recipe.amp == "bf16"
+
+    model = _build_model(recipe).to(device)
+    counters = Counters()
+    resume_document, resume_tensors = None, None
+    if resume:
+        resume_document, resume_tensors = load_training_state(last_dir)
+        counters = Counters(**resume_document["counters"])
+        state_model = load_checkpoint(last_dir)
+        model.config = state_model.config
+        model.load_state_dict(state_model.state_dict(), strict=False)
+        del state_model
+    preprocess = PreprocessConfig.from_model(model)
+    tokenizer = PhraseTokenizer(load_tokenizer(model.config.text), model.config.text.max_length)
+    collate = TrainCollate(tokenizer)
+    train_samples = load_samples(recipe.data.train)
+    if not train_samples:
+        raise InputError(f"{recipe.data.train.path}: no training samples")
+    dataset = GroundingTrainDataset(train_samples, preprocess, recipe.augment, seed=recipe.seed)
+    val_loader = None
+    if recipe.data.val is not None and info.is_main:
+        val_samples = load_samples(recipe.data.val)[: recipe.data.max_val_samples]
+        val_loader = DataLoader(
+            GroundingTrainDataset(val_samples, preprocess, None),
+            batch_size=recipe.batch_size,
+            num_workers=recipe.num_workers,
+            collate_fn=collate,
+        )
+    criterion = SetCriterion(recipe.loss).to(device)
+    if info.is_main:
+        (out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
+    metrics_path = out_dir / "metrics.jsonl"
+    last_val: dict[str, Any] = {}
+    epochs_before = [sum(s.epochs for s in recipe.stages[:i]) for i in range(len(recipe.stages))]
+
+    def log(record: dict[str, Any]) -> None:
+        if info.is_main:
+            with open(metrics_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    while counters.stage < len(recipe.stages):
+        stage = recipe.stages[counters.stage]
+        _configure_stage(model, stage)
+        groups = _param_groups(model, stage, recipe.weight_decay)
+        optimizer = torch.optim.AdamW(groups) if recipe.optimizer == "adamw" else torch.optim.SGD(groups)
+        if resume_document is not None:
+            optimizer.load_state_dict(optimizer_state_from(resume_document, resume_tensors))
+            restore_rng(resume_tensors, resume_document["rng"])
+            resume_document = None
+        trained = model
+        if info.enabled:
+            trained = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        per_rank = len(epoch_order(len(dataset), recipe.seed, 0, info.rank, info.world_size))
+        steps_per_epoch = math.ceil(per_rank / recipe.batch_size)
+        stage_steps = steps_per_epoch * stage.epochs
+        while counters.epoch < stage.epochs:
+            global_epoch = epochs_before[counters.stage] + counters.epoch
+            dataset.set_epoch(global_epoch)
+            order = epoch_order(len(dataset), recipe.seed, global_epoch, info.rank, info.world_size)
+            loader = DataLoader(
+                dataset,
+                batch_size=recipe.batch_size,
+                sampler=order[counters.batch * recipe.batch_size :],
+                num_workers=recipe.num_workers,
+                collate_fn=collate,
+                pin_memory=device.type == "cuda",
+            )
+            bar = tqdm(
+                loader,
+                total=steps_per_epoch,
+                initial=counters.batch,
+                disable=quiet or not info.is_main,
+                desc=f"{stage.name} {counters.epoch + 1}/{stage.epochs}",
+                dynamic_ncols=True,
+            )
+            model.train()
+            for batch in bar:
+                stage_step = counters.epoch * steps_per_epoch + counters.batch
+                multiplier = warmup_cosine(stage_step, stage_steps, stage.warmup_steps, stage.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * multiplier
+                batch = batch.to(device)
+                num_boxes = all_reduce_sum(
+                    torch.tensor(float(sum(len(t["boxes"]) for t in batch.targets))), info
+                )
+                with autocast(device, bf16):
+                    outputs = trained(
+                        normalize(batch.pixels, preprocess), batch.input_ids, batch.attention_mask
+                    )
+                losses = criterion(
+                    outputs, batch.targets, num_boxes=max(num_boxes.item() / info.world_size, 1.0)
+                )
+                loss = losses["loss"]
+                global_loss = all_reduce_sum(loss.detach().float(), info) / info.world_size
+                if not torch.isfinite(global_loss):
+                    raise TrainingDivergedError(
+                        f"loss became {global_loss.item()} at step {counters.step + 1} ({stage.name}, epoch "
+                        f"{counters.epoch + 1}); the last good checkpoint is in {last_dir} (try a lower lr)"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.requires_grad], recipe.grad_clip
+                    )
+                optimizer.step()
+                counters.step += 1
+                counters.batch += 1
+                lr = optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{global_loss.item():.3f}", lr=f"{lr:.2e}")
+                if counters.step % recipe.log_every_steps == 0 or counters.batch == steps_per_epoch:
+                    record = {"type": "train", "step": counters.step, "epoch": global_epoch + 1, "lr": lr}
+                    record.update({k: round(v.item(), 6) for k, v in losses.items() if not k[-1].isdigit()})
+                    record["loss"] = round(global_loss.item(), 6)
+                    log(record)
+                if recipe.save_every_steps and counters.step % recipe.save_every_steps == 0:
+                    _save_last(model, optimizer, counters, recipe, last_dir, info)
+                if on_step is not None:
+                    on_step(counters.step)
+            bar.close()
+            counters.epoch += 1
+            counters.batch = 0
+            validating = counters.epoch % recipe.eval_every_epochs == 0 or counters.epoch == stage.epochs
+            if info.is_main and val_loader is not None and validating:
+                last_val = validate(model, val_loader, preprocess, device, bf16)
+                log({"type": "val", "step": counters.step, "epoch": global_epoch + 1, **last_val})
+                if not quiet:
+                    tqdm.write(_format_val(last_val, global_epoch + 1))
+                if last_val.get("acc@0.5", -1.0) > counters.best_acc:
+                    counters.best_acc = last_val["acc@0.5"]
+                    save_checkpoint(model, best_dir, extra={"step": counters.step, "val": last_val})
+            stage_done = counters.epoch == stage.epochs
+            if stage_done:
+                counters.stage += 1
+                counters.epoch = 0
+            if stage_done or counters.epoch % recipe.save_every_epochs == 0:
+                _save_last(model, optimizer, counters, recipe, last_dir, info)
+            if info.is_main and validating:
+                plot_curves(metrics_path, out_dir / "curves.png")
+            if stage_done:
+                break
+    if info.is_main and val_loader is None:
+        save_checkpoint(model, best_dir, extra={"step": counters.step, "val": None})
+    return {"counters": counters.as_dict(), "val": last_val, "out_dir": str(out_dir)}
+
+
+def _format_val(metrics: dict[str, Any], epoch: int) -> str:
+    parts = [f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)]
+    return f"val epoch {epoch}: " + ", ".join(parts)
+
+
+def _save_last(
+    model, optimizer, counters: Counters, recipe: RecipeConfig, last_dir: Path, info: DistInfo
+) -> None:
+    if info.is_main:
+        save_training_state(
+            last_dir,
+            model,
+            optimizer,
+            counters.as_dict(),
+            extra={"recipe": to_dict(recipe), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        )
+    barrier(info)
