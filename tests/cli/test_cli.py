@@ -141,7 +141,10 @@ def test_init_creates_a_loadable_checkpoint(tmp_path):
     assert bad.exit_code != 0 and "unknown config key decoder.nope" in str(bad.exception)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ground", "--help"], ["info", "--help"], ["init", "--help"]])
+COMMANDS = ["ground", "info", "init", "train", "finetune", "evaluate", "synth"]
+
+
+@pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in COMMANDS])
 def test_help_is_fast_and_has_an_example(argv):
     start = time.perf_counter()
     result = subprocess.run(
@@ -156,3 +159,59 @@ def test_help_does_not_import_torch():
     code = "import sys; from vgtool.cli.main import app; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_synth_train_finetune_evaluate_through_the_cli(tmp_path, tiny_checkpoint):
+    """The model's life cycle from the command line, on tiny data."""
+    data = tmp_path / "synth"
+    assert (
+        runner.invoke(
+            app, ["synth", "--out", str(data), "--n", "10", "--seed", "2", "--image-size", "96", "-q"]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            str(data),
+            "--split",
+            "train",
+            "--val",
+            str(data),
+            "--val-split",
+            "val",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "ft"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ft" / "best" / "model.safetensors").is_file()
+    recipe = json.loads((tmp_path / "ft" / "recipe.json").read_text())
+    assert recipe["init_from"] == str(tiny_checkpoint) and recipe["stages"][0]["vision_lr"] == 0
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "ft" / "best"),
+            "--data",
+            str(data),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "eval"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0.0 <= metrics["overall"]["acc@0.5"] <= 1.0

@@ -7,9 +7,12 @@ import sys
 import typer
 
 from vgtool import __version__
+from vgtool.cli.evaluate import evaluate_cli
 from vgtool.cli.ground import ground_cli
 from vgtool.cli.info import info_cli
 from vgtool.cli.init import init_cli
+from vgtool.cli.synth import synth_cli
+from vgtool.cli.train import finetune_cli, train_cli
 
 app = typer.Typer(
     name="vgtool",
@@ -26,27 +29,10 @@ app = typer.Typer(
 app.command("ground", no_args_is_help=True)(ground_cli)
 app.command("info", no_args_is_help=True)(info_cli)
 app.command("init", no_args_is_help=True)(init_cli)
-
-
-def _register_optional() -> None:
-    """Commands whose modules may not exist in every build of the package."""
-    import importlib
-
-    for name, module, attr in (
-        ("synth", "vgtool.cli.synth", "synth_cli"),
-        ("train", "vgtool.cli.train", "train_cli"),
-        ("finetune", "vgtool.cli.train", "finetune_cli"),
-        ("evaluate", "vgtool.cli.evaluate", "evaluate_cli"),
-        ("bench", "vgtool.cli.bench", "bench_cli"),
-    ):
-        try:
-            command = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        app.command(name, no_args_is_help=True)(command)
-
-
-_register_optional()
+app.command("train", no_args_is_help=True)(train_cli)
+app.command("finetune", no_args_is_help=True)(finetune_cli)
+app.command("evaluate", no_args_is_help=True)(evaluate_cli)
+app.command("synth", no_args_is_help=True)(synth_cli)
 
 
 def _version_callback(value: bool) -> None:

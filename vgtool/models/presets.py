@@ -27,6 +27,22 @@ PRESETS: dict[str, ModelConfig] = {
         vision=VisionConfig(source="hf", name="facebook/dinov2-small", image_size=224),
         text=TextConfig(name="roberta-base"),
     ),
+    # The bundled default model: a small ViT trained from scratch on `vgtool synth` data, with the
+    # pretrained MiniLM text encoder kept frozen (referenced by name, so the checkpoint stays small).
+    "vlgtr-synth-small": ModelConfig(
+        vision=VisionConfig(
+            source="timm",
+            name="vit_tiny_patch16_224",
+            pretrained=False,
+            frozen=False,
+            image_size=128,
+            kwargs={"patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4},
+        ),
+        text=TextConfig(name=MINILM, pretrained=True, frozen=True, max_length=24),
+        decoder=DecoderConfig(
+            d_model=128, num_layers=4, num_heads=4, ffn_dim=512, dropout=0.0, num_queries=10
+        ),
+    ),
     # Tiny and random: builds offline in about a second. For tests and pipeline checks only.
     "vlgtr-tiny": ModelConfig(
         vision=VisionConfig(

@@ -125,20 +125,30 @@ class VLGTR(nn.Module):
     def encode_image(self, pixel_values: torch.Tensor) -> ImageMemory:
         return self.project_image(self.encode_image_features(pixel_values))
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextMemory:
-        """Encode tokenised phrases.
+    def encode_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run the text encoder alone (cacheable per phrase when it is frozen).
 
         Args:
             input_ids: ``[P, T]``.
             attention_mask: ``[P, T]``, 1 for real tokens.
+
+        Returns:
+            ``[P, T, C]`` encoder features.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.text_frozen):
-            features = self.text(input_ids, attention_mask)
+            return self.text(input_ids, attention_mask)
+
+    def project_text(self, features: torch.Tensor, attention_mask: torch.Tensor) -> TextMemory:
+        """``[P, T, C]`` encoder features and ``[P, T]`` mask -> :class:`TextMemory`."""
         tokens = self.text_proj(features)  # [P, T, D]
         valid = attention_mask.bool()
         weights = valid.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
         return TextMemory(tokens=tokens, keys=tokens + self.text_type, valid=valid, pooled=pooled)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextMemory:
+        """Encode tokenised phrases (``[P, T]`` ids and mask)."""
+        return self.project_text(self.encode_text_features(input_ids, attention_mask), attention_mask)
 
     # ---- decoding -------------------------------------------------------------------------------
     def decode(
@@ -189,18 +199,33 @@ class VLGTR(nn.Module):
         return {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "aux_outputs": aux}
 
     def forward(
-        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        pixel_values: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        *,
+        image_features: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]:
         """Ground phrase i in image i.
 
         Args:
-            pixel_values: ``[B, 3, S, S]`` normalised images.
-            input_ids, attention_mask: ``[B, T]`` tokenised phrases.
+            pixel_values: ``[B, 3, S, S]`` normalised images (None when ``image_features`` is given).
+            input_ids: ``[B, T]`` token ids (None when ``text_features`` is given).
+            attention_mask: ``[B, T]``, 1 for real tokens.
+            image_features: ``[B, C, h, w]`` cached backbone output, instead of ``pixel_values``.
+            text_features: ``[B, T, C]`` cached text-encoder output, instead of ``input_ids``.
 
         Returns:
             See :meth:`decode`.
         """
-        return self.decode(self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask))
+        if image_features is None:
+            image_features = self.encode_image_features(pixel_values)
+        if text_features is None:
+            text_features = self.encode_text_features(input_ids, attention_mask)
+        return self.decode(
+            self.project_image(image_features), self.project_text(text_features, attention_mask)
+        )
 
 
 def build_model(config: ModelConfig) -> VLGTR:

@@ -59,6 +59,7 @@ class RecipeConfig:
         amp: ``bf16`` autocast, or ``none``; ``auto`` means bf16 on CUDA and none on CPU.
         cache_features: train from cached vision features while the backbone is frozen and the
             augmentation leaves its input unchanged (much faster; see ``feature_cache.py``).
+        cache_text: while the text encoder is frozen, encode each distinct phrase once and reuse it.
         save_every_epochs: write ``last/`` every this many epochs (and always at the end of a stage).
         save_every_steps: also write ``last/`` every this many steps (0: only at epoch ends).
     """
@@ -78,6 +79,7 @@ class RecipeConfig:
     amp: Literal["auto", "bf16", "none"] = "auto"
     device: str = "auto"
     cache_features: bool = False
+    cache_text: bool = True
     eval_every_epochs: int = 1
     save_every_epochs: int = 1
     save_every_steps: int = 0

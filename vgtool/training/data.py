@@ -31,6 +31,7 @@ class TrainBatch:
         pixels: ``[B, 3, S, S]`` uint8 (normalised on the device).
         input_ids, attention_mask: ``[B, T]`` tokenised phrases.
         targets: per sample ``{"boxes": [n_i, 4] cxcywh in [0, 1]}`` (n_i may be 0).
+        phrases: the (augmented) phrases, for per-phrase caches.
     """
 
     indices: torch.Tensor
@@ -38,6 +39,7 @@ class TrainBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     targets: list[dict[str, torch.Tensor]]
+    phrases: list[str]
 
     def to(self, device: torch.device) -> TrainBatch:
         return TrainBatch(
@@ -46,6 +48,7 @@ class TrainBatch:
             input_ids=self.input_ids.to(device, non_blocking=True),
             attention_mask=self.attention_mask.to(device, non_blocking=True),
             targets=[{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in self.targets],
+            phrases=self.phrases,
         )
 
 
@@ -101,6 +104,7 @@ class TrainCollate:
             input_ids=tokens["input_ids"],
             attention_mask=tokens["attention_mask"],
             targets=[{"boxes": b} for b in boxes],
+            phrases=list(phrases),
         )
 
 

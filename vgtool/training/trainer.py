@@ -36,6 +36,7 @@ from vgtool.training.config import RecipeConfig, StageConfig
 from vgtool.training.criterion import SetCriterion
 from vgtool.training.data import GroundingTrainDataset, TrainCollate, epoch_order
 from vgtool.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from vgtool.training.feature_cache import TextFeatureCache
 from vgtool.training.plots import plot_curves
 from vgtool.training.schedule import warmup_cosine
 from vgtool.training.state import load_training_state, optimizer_state_from, restore_rng, save_training_state
@@ -218,6 +219,9 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
             optimizer.load_state_dict(optimizer_state_from(resume_document, resume_tensors))
             restore_rng(resume_tensors, resume_document["rng"])
             resume_document = None
+        text_cache = None
+        if recipe.cache_text and model.text_frozen:
+            text_cache = TextFeatureCache(model, tokenizer, device, torch.float32)
         trained = model
         if info.enabled:
             trained = torch.nn.parallel.DistributedDataParallel(
@@ -256,9 +260,13 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                 num_boxes = all_reduce_sum(
                     torch.tensor(float(sum(len(t["boxes"]) for t in batch.targets))), info
                 )
+                input_ids, attention_mask, cached = batch.input_ids, batch.attention_mask, {}
+                if text_cache is not None:
+                    cached["text_features"], attention_mask = text_cache(batch.phrases)
+                    input_ids = None
                 with autocast(device, bf16):
                     outputs = trained(
-                        normalize(batch.pixels, preprocess), batch.input_ids, batch.attention_mask
+                        normalize(batch.pixels, preprocess), input_ids, attention_mask, **cached
                     )
                 losses = criterion(
                     outputs, batch.targets, num_boxes=max(num_boxes.item() / info.world_size, 1.0)
