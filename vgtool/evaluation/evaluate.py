@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,7 @@ import torch
 
 from vgtool.atomic import write_bytes_atomic
 from vgtool.box_ops import nms
-from vgtool.datasets import DataConfig, GroundingSample, detect_format, load_samples
-from vgtool.datasets.coco_phrases import resolve_coco_json
+from vgtool.datasets import DataConfig, GroundingSample, load_samples
 from vgtool.errors import InputError
 from vgtool.evaluation.metrics import (
     coco_map,
@@ -39,11 +38,9 @@ from vgtool.evaluation.metrics import (
     no_object_false_positive_rate,
     top1_ious,
 )
+from vgtool.evaluation.plots import HISTOGRAM_BINS, plot_best_worst, plot_iou_histogram
+from vgtool.evaluation.prediction_file import Prediction, load_prediction_file
 from vgtool.writers.coco import detections_to_coco_annotations
-
-Prediction = tuple[np.ndarray, np.ndarray]  # (boxes_xyxy [N, 4] pixels, scores [N]) by decreasing score
-HISTOGRAM_BINS = 20
-EXAMPLES_PER_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -212,255 +209,6 @@ def predictions_to_coco_results(
 
 
 # ---- reading predictions files ------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror or err}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not JSON ({err})") from None
-
-
-def _dataset_category_names(data: DataConfig) -> dict[Any, str]:
-    """Category names of a COCO dataset (for predictions that carry only ``category_id``)."""
-    data_format = detect_format(data.path) if data.format == "auto" else data.format
-    if data_format != "coco":
-        return {}
-    coco = _read_json(resolve_coco_json(Path(data.path), data.split))
-    return (
-        {cat["id"]: str(cat["name"]) for cat in coco.get("categories", [])} if isinstance(coco, dict) else {}
-    )
-
-
-def _prediction_records(document: Any, path: Path, data: DataConfig) -> list[tuple[Any, str, Any, Any]]:
-    """``(image_id, phrase, bbox_xywh, score)`` per predicted box of a results list or COCO dict."""
-    if isinstance(document, list):
-        anns, phrase_entries, names = document, [], {}
-    elif isinstance(document, dict) and isinstance(document.get("annotations"), list):
-        anns, phrase_entries = document["annotations"], document.get("phrases") or []
-        names = {cat["id"]: str(cat["name"]) for cat in document.get("categories", [])}
-    else:
-        raise InputError(f"{path}: expected a COCO results list or a COCO dict with 'annotations'")
-    by_id = {ann.get("id"): ann for ann in anns if isinstance(ann, dict)}
-    pairs: list[tuple[dict[str, Any], str]] = []
-    listed: set[Any] = set()
-    for entry in phrase_entries:  # a COCO-with-phrases file: phrases name their annotations
-        for ann_id in entry.get("annotation_ids", []):
-            if ann_id in by_id:
-                pairs.append((by_id[ann_id], str(entry["phrase"])))
-                listed.add(ann_id)
-    dataset_names: dict[Any, str] | None = None
-    for number, ann in enumerate(anns):
-        if not isinstance(ann, dict):
-            raise InputError(f"{path}: prediction {number} is not an object")
-        if phrase_entries and ann.get("id") in listed:
-            continue
-        phrase = ann.get("phrase")
-        if not phrase:
-            if ann.get("category_id") not in names and dataset_names is None:
-                dataset_names = _dataset_category_names(data)
-            phrase = names.get(ann.get("category_id")) or (dataset_names or {}).get(ann.get("category_id"))
-        if not phrase:
-            raise InputError(
-                f"{path}: prediction {number} has no 'phrase', and category {ann.get('category_id')!r} "
-                "has no name in the file's or the dataset's 'categories'"
-            )
-        pairs.append((ann, str(phrase)))
-    records = []
-    for ann, phrase in pairs:
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
-            raise InputError(f"{path}: prediction {ann.get('id', '?')} has no 'bbox' [x, y, w, h]: {bbox!r}")
-        if "image_id" not in ann:
-            raise InputError(f"{path}: prediction {ann.get('id', '?')} has no 'image_id'")
-        score = ann.get("score", 1.0)
-        if not isinstance(score, int | float):
-            raise InputError(f"{path}: prediction {ann.get('id', '?')} has a non-numeric 'score': {score!r}")
-        records.append((ann["image_id"], phrase.strip(), bbox, float(score)))
-    return records
-
-
-def _path_suffixes(paths: Sequence[Path]) -> dict[str, list[Path]]:
-    """Every trailing run of path parts (``a.jpg``, ``val/a.jpg``, ...) -> the paths ending so."""
-    index: dict[str, list[Path]] = defaultdict(list)
-    for path in paths:
-        parts = [part for part in path.as_posix().split("/") if part not in ("", ".")]
-        for k in range(1, len(parts) + 1):
-            index["/".join(parts[-k:])].append(path)
-    return index
-
-
-def _match_file_name(file_name: str, suffixes: dict[str, list[Path]]) -> Path | None:
-    parts = [part for part in PurePosixPath(file_name.replace("\\", "/")).parts if part not in ("/", ".")]
-    for key in ("/".join(parts), parts[-1] if parts else ""):
-        found = suffixes.get(key, [])
-        if found:
-            return found[0] if len(found) == 1 else None
-    return None
-
-
-def load_prediction_file(
-    predictions: Path, samples: Sequence[GroundingSample], data: DataConfig
-) -> tuple[list[Prediction], dict[str, int]]:
-    """Read a predictions file and give each sample its boxes (see :func:`evaluate_predictions`).
-
-    Returns:
-        Per sample, ``(boxes_xyxy, scores)`` by decreasing score (empty when nothing matched), and
-        counts: ``boxed_samples_without_prediction`` (samples with a ground-truth box that no
-        prediction matched), ``unmatched_predictions`` (boxes whose image or phrase is no sample's)
-        and ``unmatched_images`` (file names matching no dataset image, or more than one).
-    """
-    path = Path(predictions)
-    document = _read_json(path)
-    records = _prediction_records(document, path, data)
-    file_names = None
-    if isinstance(document, dict) and isinstance(document.get("images"), list):
-        file_names = {image.get("id"): str(image.get("file_name", "")) for image in document["images"]}
-
-    image_key: dict[Any, Any] = {}  # prediction image_id -> the key of a dataset image
-    unmatched_images = 0
-    if file_names is not None:
-        suffixes = _path_suffixes(sorted({s.image_path for s in samples}))
-        for image_id, file_name in file_names.items():
-            image_key[image_id] = _match_file_name(file_name, suffixes)
-            unmatched_images += image_key[image_id] is None
-        sample_keys = [(s.image_path, s.phrase.strip()) for s in samples]
-    else:
-        sample_keys = [(str(s.image_id), s.phrase.strip()) for s in samples]
-
-    grouped: dict[tuple[Any, str], list[tuple[list[float], float]]] = defaultdict(list)
-    for image_id, phrase, bbox_xywh, score in records:
-        key = image_key.get(image_id) if file_names is not None else str(image_id)
-        grouped[(key, phrase)].append((bbox_xywh, score))
-    wanted = set(sample_keys)
-    unmatched_predictions = sum(len(boxes) for key, boxes in grouped.items() if key not in wanted)
-
-    results: list[Prediction] = []
-    for key in sample_keys:
-        boxes = grouped.get(key, [])
-        bbox_xywh = np.asarray([b for b, _ in boxes], dtype=np.float32).reshape(-1, 4)
-        scores = np.asarray([s for _, s in boxes], dtype=np.float32)
-        order = np.argsort(-scores, kind="stable")
-        boxes_xyxy = np.concatenate([bbox_xywh[:, :2], bbox_xywh[:, :2] + bbox_xywh[:, 2:]], axis=1)
-        results.append((boxes_xyxy[order], scores[order]))
-    counts = {
-        "boxed_samples_without_prediction": sum(
-            len(scores) == 0 and len(sample.boxes_xyxy) > 0
-            for sample, (_, scores) in zip(samples, results, strict=True)
-        ),
-        "unmatched_predictions": unmatched_predictions,
-        "unmatched_images": unmatched_images,
-    }
-    return results, counts
-
-
-# ---- plots --------------------------------------------------------------------------------------
-
-
-def plot_iou_histogram(path: Path, ious: np.ndarray) -> None:
-    """Bar chart of the top-1 IoUs (NaNs skipped) with the 0.5 line."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    counts, edges = iou_histogram(ious, bins=HISTOGRAM_BINS)
-    valid = ious[~np.isnan(ious)]
-    fig = Figure(figsize=(6.4, 4.0), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4c72b0", edgecolor="white")
-    ax.axvline(0.5, color="#c44e52", linestyle="--", linewidth=1, label="IoU 0.5")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("top-1 IoU with the best-matching ground-truth box")
-    ax.set_ylabel("phrases")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(valid):
-        ax.set_title(f"Top-1 IoU of {len(valid)} phrases (mean {valid.mean():.3f})")
-    else:
-        ax.set_title("No phrase with a ground-truth box")
-    ax.legend(loc="upper center")
-    fig.savefig(path, metadata={"Software": None})
-
-
-def _thumbnail(sample: GroundingSample, cache: dict[Path, Any], max_side: int = 384) -> tuple[Any, float]:
-    """The displayed image scaled to at most ``max_side``, and the scale factor applied."""
-    from vgtool.data.decode import ImageDecodeError, load_rgb
-
-    if sample.image_path not in cache:
-        try:
-            image = load_rgb(sample.image_path)
-        except ImageDecodeError as err:
-            raise InputError(f"{sample.image_path}: {err}") from err
-        scale = min(1.0, max_side / max(image.width, image.height))
-        if scale < 1.0:
-            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-        cache[sample.image_path] = (np.asarray(image), scale)
-    return cache[sample.image_path]
-
-
-def plot_best_worst(
-    path: Path,
-    samples: Sequence[GroundingSample],
-    predictions: Sequence[Prediction],
-    ious: np.ndarray,
-    per_side: int = EXAMPLES_PER_SIDE,
-) -> None:
-    """The best and worst samples by top-1 IoU: true boxes green, the top predicted box red."""
-    import textwrap
-
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch, Rectangle
-
-    order = sorted((i for i in range(len(samples)) if not np.isnan(ious[i])), key=lambda i: (-ious[i], i))
-    n_best = min(per_side, (len(order) + 1) // 2)
-    sides = [("Best", order[:n_best]), ("Worst", list(reversed(order[n_best:]))[:per_side])]
-    sides = [(title, chosen) for title, chosen in sides if chosen]
-    columns = 4
-    rows = [math.ceil(len(chosen) / columns) for _, chosen in sides] or [1]
-    fig = Figure(figsize=(3.2 * columns, 3.5 * sum(rows) + 0.6), dpi=100, layout="constrained")
-    if not sides:
-        fig.text(0.5, 0.5, "No phrase with a ground-truth box", ha="center", va="center")
-        fig.savefig(path, metadata={"Software": None})
-        return
-    cache: dict[Path, Any] = {}
-    subfigs = fig.subfigures(len(sides), 1, height_ratios=rows, squeeze=False)[:, 0]
-    for subfig, (title, chosen) in zip(subfigs, sides, strict=True):
-        subfig.suptitle(f"{title} {len(chosen)} by top-1 IoU", fontsize=13, fontweight="bold")
-        axes = subfig.subplots(math.ceil(len(chosen) / columns), columns, squeeze=False).ravel()
-        for ax in axes:
-            ax.axis("off")
-        for ax, i in zip(axes, chosen, strict=False):
-            pixels, scale = _thumbnail(samples[i], cache)
-            ax.imshow(pixels)
-            boxes = [(box, "#2ca02c") for box in samples[i].boxes_xyxy]
-            pred_boxes_xyxy, scores = predictions[i]
-            if len(scores):
-                boxes.append((pred_boxes_xyxy[int(np.argmax(scores))], "#d62728"))
-            for (x0, y0, x1, y1), colour in boxes:
-                ax.add_patch(
-                    Rectangle(
-                        (x0 * scale, y0 * scale),
-                        (x1 - x0) * scale,
-                        (y1 - y0) * scale,
-                        fill=False,
-                        edgecolor=colour,
-                        linewidth=2,
-                    )
-                )
-            phrase = textwrap.shorten(samples[i].phrase, width=60, placeholder="...")
-            ax.set_title(f"{textwrap.fill(phrase, 34)}\nIoU {ious[i]:.2f}", fontsize=9)
-    fig.legend(
-        handles=[
-            Patch(fill=False, edgecolor="#2ca02c", linewidth=2, label="ground truth"),
-            Patch(fill=False, edgecolor="#d62728", linewidth=2, label="top prediction"),
-        ],
-        loc="outside lower center",
-        ncol=2,
-    )
-    fig.savefig(path, metadata={"Software": None})
-
-
-# ---- entry points -------------------------------------------------------------------------------
 
 
 def _write_report(

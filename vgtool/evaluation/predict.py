@@ -19,23 +19,9 @@ from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.datasets.sample import GroundingSample
 from vgtool.device import autocast, resolve_device
 from vgtool.errors import InputError
+from vgtool.models.inference import decode_pairs
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
 from vgtool.models.text import load_tokenizer
-
-# (image, phrase) pairs per decoder call, to bound activation memory on large batches.
-MAX_PAIRS_PER_DECODE = 512
-
-
-def _decode_pairs(
-    model, image_memory, text_memory, image_index: torch.Tensor, text_index: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Decode K pairs in chunks; ``pred_logits`` ``[K, Q, 2]``, ``pred_boxes`` ``[K, Q, 4]`` cxcywh in [0, 1]."""
-    chunks = []
-    for start in range(0, len(image_index), MAX_PAIRS_PER_DECODE):
-        part = slice(start, start + MAX_PAIRS_PER_DECODE)
-        out = model.decode(image_memory, text_memory, image_index[part], text_index[part])
-        chunks.append({key: out[key].float().cpu() for key in ("pred_logits", "pred_boxes")})
-    return {key: torch.cat([chunk[key] for chunk in chunks]) for key in ("pred_logits", "pred_boxes")}
 
 
 def predict_samples(
@@ -125,7 +111,7 @@ def predict_samples(
             pair_keys = [(b, p) for b, index in enumerate(batch.indices) for p in pairs_of_image[index]]
             image_index = torch.tensor([b for b, _ in pair_keys], device=device)
             text_index = torch.tensor([local[p] for _, p in pair_keys], device=device)
-            outputs = _decode_pairs(model, image_memory, text_memory, image_index, text_index)
+            outputs = decode_pairs(model, image_memory, text_memory, image_index, text_index)
             detections = postprocess(outputs, batch.sizes_wh[image_index.cpu()])
             for (b, p), (boxes_xyxy, scores) in zip(pair_keys, detections, strict=True):
                 prediction = (boxes_xyxy.numpy().astype(np.float32), scores.numpy().astype(np.float32))

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from vgtool.errors import InputError
 from vgtool.ground.output_dir import RunState, prepare_output_dir
 from vgtool.ground.phrases import Ontology, build_ontology
 from vgtool.models.bundled import resolve_model_path
+from vgtool.models.inference import decode_pairs
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
 from vgtool.models.text import load_tokenizer
 from vgtool.writers.assemble import assemble_annotations
@@ -40,8 +42,6 @@ from vgtool.writers.manifest import write_manifest
 from vgtool.writers.overlays import write_overlay
 
 logger = logging.getLogger(__name__)
-
-MAX_PAIRS_PER_DECODE = 512
 
 
 @dataclass(frozen=True)
@@ -111,23 +111,21 @@ def _warn(message: str) -> None:
 
 
 class _Timer:
+    """Accumulates wall time per pipeline stage (synchronising CUDA so GPU work is counted)."""
+
     def __init__(self, device: torch.device):
         self.device = device
         self.totals: dict[str, float] = {}
 
-    def measure(self, name: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                if timer.device.type == "cuda":
-                    torch.cuda.synchronize(timer.device)
-                timer.totals[name] = timer.totals.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Ctx()
+    @contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
 
 
 def _write_outputs(
@@ -255,16 +253,7 @@ def ground(
                         image_index = torch.arange(num_images, device=device).repeat_interleave(num_phrases)
                         text_index = torch.arange(num_phrases, device=device).repeat(num_images)
                         with timer.measure("decoder"):
-                            chunks = []
-                            for start in range(0, len(image_index), MAX_PAIRS_PER_DECODE):
-                                sl = slice(start, start + MAX_PAIRS_PER_DECODE)
-                                out = net.decode(image_memory, text_memory, image_index[sl], text_index[sl])
-                                chunks.append(
-                                    {k: out[k].float().cpu() for k in ("pred_logits", "pred_boxes")}
-                                )
-                            outputs = {
-                                k: torch.cat([c[k] for c in chunks]) for k in ("pred_logits", "pred_boxes")
-                            }
+                            outputs = decode_pairs(net, image_memory, text_memory, image_index, text_index)
                     with timer.measure("postprocess"):
                         sizes = batch.sizes_wh.repeat_interleave(num_phrases, dim=0)
                         detections = postprocess(outputs, sizes)

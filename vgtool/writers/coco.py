@@ -7,13 +7,13 @@ the file (run metadata goes to ``run.json``), so identical runs give byte-identi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vgtool.atomic import atomic_open
 
 BBOX_DECIMALS = 2
 SCORE_DECIMALS = 4
@@ -81,23 +81,15 @@ def write_coco_streaming(
     ``images`` and ``annotations`` may be generators; they are consumed once each, in order.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
     def dump(obj: Any) -> str:
         return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write('{"info":' + dump(info) + ',\n"images":[\n')
-            for i, record in enumerate(images):
-                handle.write(("," if i else "") + dump(record) + "\n")
-            handle.write('],\n"categories":' + dump(list(categories)) + ',\n"annotations":[\n')
-            for i, record in enumerate(annotations):
-                handle.write(("," if i else "") + dump(record) + "\n")
-            handle.write("]}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"info":' + dump(info) + ',\n"images":[\n')
+        for i, record in enumerate(images):
+            handle.write(("," if i else "") + dump(record) + "\n")
+        handle.write('],\n"categories":' + dump(list(categories)) + ',\n"annotations":[\n')
+        for i, record in enumerate(annotations):
+            handle.write(("," if i else "") + dump(record) + "\n")
+        handle.write("]}\n")
