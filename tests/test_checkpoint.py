@@ -118,3 +118,15 @@ def test_damaged_checkpoints_give_one_clear_error(tiny_checkpoint, tmp_path, dam
 def test_missing_folder(tmp_path):
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         read_checkpoint_config(tmp_path / "nope")
+
+
+def test_half_precision_storage_halves_the_file_and_loads_back(tiny_checkpoint, tmp_path):
+    model = load_checkpoint(tiny_checkpoint)
+    save_checkpoint(model, tmp_path / "half", dtype=torch.float16)
+    full_size = (tiny_checkpoint / "model.safetensors").stat().st_size
+    assert (tmp_path / "half" / "model.safetensors").stat().st_size < 0.6 * full_size
+    reloaded = load_checkpoint(tmp_path / "half")
+    assert next(reloaded.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        a, b = model(*_inputs()), reloaded(*_inputs())
+    assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=2e-2)

@@ -46,7 +46,10 @@ def config_hash(config: ModelConfig) -> str:
 
 
 def save_checkpoint(
-    model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None
+    model: torch.nn.Module,
+    directory: str | Path,
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model`` (a VLGTR) to ``directory``, each file atomically, the config last.
 
@@ -54,6 +57,8 @@ def save_checkpoint(
         model: the model; its ``config`` decides which parts are referenced.
         directory: created if needed.
         extra: JSON-serialisable metadata stored under ``"meta"`` (training step, metrics, ...).
+        dtype: store floating-point weights in this dtype (e.g. ``torch.float16`` to halve a shipped
+            model); loading casts them back to the model's dtype.
     """
     from safetensors.torch import save
 
@@ -67,6 +72,8 @@ def save_checkpoint(
         if key.startswith(skip):
             continue
         value = value.detach().cpu().contiguous()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
         if value.data_ptr() in seen and value.numel():  # tied weights: safetensors refuses shared storage
             value = value.clone()
         seen.add(value.data_ptr())

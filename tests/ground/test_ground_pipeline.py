@@ -147,3 +147,31 @@ def test_workers_give_the_same_result(image_folder, tmp_path):
     assert (tmp_path / "a" / "annotations.json").read_bytes() == (
         tmp_path / "b" / "annotations.json"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("num_phrases", [1, 3, 16])
+def test_backbone_and_text_encoder_run_once_per_image_and_phrase(
+    image_folder, tmp_path, monkeypatch, num_phrases
+):
+    from vgtool.models.vlgtr import VLGTR
+
+    calls = {"images": 0, "phrases": 0}
+    encode_image, encode_text = VLGTR.encode_image_features, VLGTR.encode_text_features
+
+    def count_images(self, pixel_values):
+        calls["images"] += len(pixel_values)
+        return encode_image(self, pixel_values)
+
+    def count_phrases(self, input_ids, attention_mask):
+        calls["phrases"] += len(input_ids)
+        return encode_text(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(VLGTR, "encode_image_features", count_images)
+    monkeypatch.setattr(VLGTR, "encode_text_features", count_phrases)
+    phrases = [f"phrase number {i}" for i in range(num_phrases)]
+    config = GroundConfig(**{**vars(LOW), "batch_size": 2, "crops": False, "overlays": False})
+    summary = ground([image_folder], phrases, out_dir=tmp_path / "out", model=_run.model, config=config)
+    assert calls == {"images": 5, "phrases": num_phrases}
+    document = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert {a["phrase"] for a in document["annotations"]} == set(phrases)
+    assert summary.grounded == 5

@@ -90,7 +90,7 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _auto_batch_size(device: torch.device) -> int:
+def auto_batch_size(device: torch.device) -> int:
     if device.type != "cuda":
         return 8
     free, _ = torch.cuda.mem_get_info(device)
@@ -202,7 +202,7 @@ def ground(
             summary.skipped.append({"file": rec["file_name"], "reason": rec["skipped"]})
 
     use_bf16 = device.type == "cuda" if config.bf16 is None else config.bf16
-    batch_size = config.batch_size or _auto_batch_size(device)
+    batch_size = config.batch_size or auto_batch_size(device)
     preprocess = PreprocessConfig.from_model(net)
     tokenizer = PhraseTokenizer(load_tokenizer(net.config.text), net.config.text.max_length)
     phrase_texts = [p.text for p in ontology.phrases]

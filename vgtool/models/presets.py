@@ -36,7 +36,7 @@ PRESETS: dict[str, ModelConfig] = {
             pretrained=False,
             frozen=False,
             image_size=128,
-            kwargs={"patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4},
+            kwargs={"patch_size": 16, "embed_dim": 192, "depth": 4, "num_heads": 4},
         ),
         text=TextConfig(name=MINILM, pretrained=True, frozen=True, max_length=24),
         decoder=DecoderConfig(

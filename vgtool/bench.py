@@ -1,0 +1,175 @@
+"""``vgtool bench``: what grounding costs, model alone versus the whole pipeline.
+
+Reports (printed and written as JSON):
+
+- ``model_only_images_per_s``: backbone + decoder + postprocessing on tensors made ahead of time
+  (no decoding, no writing), at the run's phrase count.
+- ``end_to_end_images_per_s``: ``vgtool ground`` over real files with crops and overlays on
+  (model loading excluded), and ``ratio`` = end-to-end / model-only.
+- ``stages_s``: where the end-to-end time went (waiting for decoded images, backbone, text,
+  decoder, postprocessing, writing on the background threads, assembling annotations.json).
+- ``phrase_scaling``: model-only seconds per image with 1, 4 and 16 phrases.
+- ``peak_rss_mib``: peak resident memory of this process and of its finished worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PHRASE_POOL = (
+    "the red circle",
+    "all blue squares",
+    "the largest shape",
+    "the green star left of the yellow cross",
+    "all small triangles",
+    "the purple shape",
+    "the leftmost circle",
+    "all orange shapes",
+    "the small cyan cross",
+    "the topmost square",
+    "the blue triangle below the red star",
+    "all large stars",
+    "the rightmost shape",
+    "the yellow circle",
+    "all crosses",
+    "the smallest green shape",
+)
+
+
+def _peak_rss_mib() -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"main": round(own, 1), "workers": round(children, 1)}
+
+
+def _model_only(
+    net, device, preprocess, tokenizer, num_images: int, num_phrases: int, batch_size: int, bf16: bool
+):
+    """Seconds per image for backbone + decoder + postprocessing on ready tensors."""
+    import torch
+
+    from vgtool.data.preprocess import normalize
+    from vgtool.device import autocast
+    from vgtool.models.inference import decode_pairs
+    from vgtool.models.postprocess import PostProcess
+
+    phrases = [
+        PHRASE_POOL[i % len(PHRASE_POOL)] + ("" if i < len(PHRASE_POOL) else f" {i}")
+        for i in range(num_phrases)
+    ]
+    postprocess = PostProcess()
+    size = preprocess.image_size
+    pixels = torch.randint(0, 255, (batch_size, 3, size, size), dtype=torch.uint8)
+    sizes = torch.tensor([[640.0, 480.0]]).repeat(batch_size * num_phrases, 1)
+    with torch.inference_mode(), autocast(device, bf16):
+        tokens = {k: v.to(device) for k, v in tokenizer(phrases).items()}
+        text_memory = net.encode_text(tokens["input_ids"], tokens["attention_mask"])
+        ready = normalize(pixels.to(device), preprocess)
+        image_index = torch.arange(batch_size, device=device).repeat_interleave(num_phrases)
+        text_index = torch.arange(num_phrases, device=device).repeat(batch_size)
+
+        def one_batch():
+            memory = net.encode_image(ready)
+            outputs = decode_pairs(net, memory, text_memory, image_index, text_index)
+            postprocess(outputs, sizes)
+
+        one_batch()  # warm-up
+        batches = max(1, num_images // batch_size)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(batches):
+            one_batch()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / (batches * batch_size)
+
+
+def _synthetic_images(folder: Path, count: int) -> Path:
+    from vgtool.synth import generate_dataset
+
+    generate_dataset(folder, count, seed=12345, image_size=(320, 320), splits=(("bench", 1.0),))
+    return folder / "images" / "bench"
+
+
+def bench(
+    *,
+    model: str | Path | None = None,
+    images: str | Path | None = None,
+    synthetic: int = 200,
+    phrases: int = 4,
+    device: str = "auto",
+    batch_size: int = 0,
+    bf16: bool | None = None,
+    out_json: str | Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Measure model-only and end-to-end grounding throughput; see the module docstring.
+
+    Args:
+        model: checkpoint folder (None: the bundled model).
+        images: a folder of real images; None renders ``synthetic`` procedural images first.
+        phrases: phrases per image for the end-to-end run and the model-only figure.
+        out_json: also write the report here.
+    """
+    from vgtool.checkpoint import load_checkpoint
+    from vgtool.data.listing import list_images
+    from vgtool.data.preprocess import PreprocessConfig
+    from vgtool.data.tokenize import PhraseTokenizer
+    from vgtool.device import resolve_device
+    from vgtool.ground.pipeline import GroundConfig, auto_batch_size, ground
+    from vgtool.models.bundled import resolve_model_path
+    from vgtool.models.text import load_tokenizer
+
+    model_path = resolve_model_path(model)
+    torch_device = resolve_device(device)
+    use_bf16 = torch_device.type == "cuda" if bf16 is None else bf16
+    batch = batch_size or auto_batch_size(torch_device)
+    with tempfile.TemporaryDirectory(prefix="vgtool-bench-") as scratch:
+        scratch_dir = Path(scratch)
+        image_dir = Path(images) if images is not None else _synthetic_images(scratch_dir / "data", synthetic)
+        num_images = len(list_images([image_dir], recursive=True))
+        phrase_list = [PHRASE_POOL[i % len(PHRASE_POOL)] for i in range(phrases)]
+        config = GroundConfig(batch_size=batch, device=device, bf16=use_bf16, recursive=True, quiet=quiet)
+        summary = ground(
+            [image_dir], phrase_list, out_dir=scratch_dir / "out", model=model_path, config=config
+        )
+        timings = dict(summary.timings)
+        end_to_end_s = timings["total"] - timings.get("load_model", 0.0)
+
+        net = load_checkpoint(model_path, device=torch_device)
+        preprocess = PreprocessConfig.from_model(net)
+        tokenizer = PhraseTokenizer(load_tokenizer(net.config.text), net.config.text.max_length)
+        sample_images = max(batch, min(num_images, 4 * batch))
+        model_s = _model_only(
+            net, torch_device, preprocess, tokenizer, sample_images, phrases, batch, use_bf16
+        )
+        scaling = {
+            str(k): round(
+                _model_only(net, torch_device, preprocess, tokenizer, sample_images, k, batch, use_bf16), 5
+            )
+            for k in (1, 4, 16)
+        }
+    report = {
+        "model": str(model_path),
+        "device": str(torch_device),
+        "bf16": use_bf16,
+        "batch_size": batch,
+        "images": num_images,
+        "phrases": phrases,
+        "model_only_images_per_s": round(1.0 / model_s, 3),
+        "end_to_end_images_per_s": round(num_images / end_to_end_s, 3),
+        "ratio": round((num_images / end_to_end_s) * model_s, 3),
+        "stages_s": timings,
+        "phrase_scaling_s_per_image": scaling,
+        "phrase_scaling_16_over_1": round(scaling["16"] / scaling["1"], 3),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+    if out_json is not None:
+        Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
