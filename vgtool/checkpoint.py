@@ -134,7 +134,9 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({err})") from err
 
 
-def _check_keys(model: torch.nn.Module, tensors: dict[str, torch.Tensor], skip: tuple[str, ...], where: Path):
+def check_state_dict_keys(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor], skip: tuple[str, ...], where: Path
+):
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -173,6 +175,6 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
     model = build_model(build_config)
     model.config = config
     skip = tuple(PART_PREFIXES[p] for p in referenced)
-    _check_keys(model, tensors, skip, directory / WEIGHTS_NAME)
+    check_state_dict_keys(model, tensors, skip, directory / WEIGHTS_NAME)
     model.load_state_dict(tensors, strict=False)
     return model.to(device).eval()

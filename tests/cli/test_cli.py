@@ -141,7 +141,7 @@ def test_init_creates_a_loadable_checkpoint(tmp_path):
     assert bad.exit_code != 0 and "unknown config key decoder.nope" in str(bad.exception)
 
 
-COMMANDS = ["ground", "info", "init", "train", "finetune", "evaluate", "synth", "bench"]
+COMMANDS = ["ground", "info", "init", "train", "finetune", "evaluate", "synth", "bench", "convert"]
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in COMMANDS])

@@ -152,3 +152,16 @@ def test_bad_recipes_are_refused(override, message):
 
     with pytest.raises((ConfigError, ValueError), match=message):
         load_recipe(Path(__file__).parents[2] / "train" / "tiny_synth.yaml", [override])
+
+
+def test_full_disk_fails_early(synth_data, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from vgtool.errors import InputError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(InputError, match="MiB free"):
+        train(_recipe(synth_data), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "last").exists()

@@ -67,6 +67,13 @@ def ground_cli(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace outputs of a different earlier run in --out.")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the earlier run in --out; fail if there is none or its settings differ.",
+        ),
+    ] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")
     ] = False,
@@ -75,6 +82,8 @@ def ground_cli(
     """Ground phrases in images: write annotations.json (COCO), crops/, overlays/ and run.json.
 
     Re-running the same command with the same --out resumes an interrupted run.
+
+    --resume insists on resuming: it fails if --out holds no run, or one with other model/phrases/postprocess.
     Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error.
 
     Example: vgtool ground photos/ -p "red car=car" -p "blue car=car" -p dog --out runs/pets
@@ -94,6 +103,7 @@ def ground_cli(
         extensions=tuple(ext or ()),
         bf16=bf16,
         overwrite=overwrite,
+        resume=resume,
         strict=strict,
         quiet=quiet,
     )
@@ -102,6 +112,8 @@ def ground_cli(
     )
     if not quiet:
         resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
+        if summary.repaired:
+            resumed += f", {summary.repaired} images' crops/overlays re-written"
         typer.echo(
             f"{summary.grounded} images grounded{resumed}, {summary.annotations} boxes in annotations.json, "
             f"{len(summary.skipped)} skipped -> {summary.out_dir}",

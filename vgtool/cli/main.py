@@ -8,6 +8,7 @@ import typer
 
 from vgtool import __version__
 from vgtool.cli.bench import bench_cli
+from vgtool.cli.convert import convert_cli
 from vgtool.cli.evaluate import evaluate_cli
 from vgtool.cli.ground import ground_cli
 from vgtool.cli.info import info_cli
@@ -35,6 +36,7 @@ app.command("finetune", no_args_is_help=True)(finetune_cli)
 app.command("evaluate", no_args_is_help=True)(evaluate_cli)
 app.command("synth", no_args_is_help=True)(synth_cli)
 app.command("bench")(bench_cli)
+app.command("convert", no_args_is_help=True)(convert_cli)
 
 
 def _version_callback(value: bool) -> None:

@@ -2,7 +2,8 @@
 
 A run records its *run key* (model fingerprint, phrases, categories, postprocessing) in
 ``run-key.json``. Re-running with the same key resumes from ``journal.jsonl``; a different key is
-refused unless ``overwrite`` is set, so outputs of two different runs are never mixed.
+refused unless ``overwrite`` is set, so outputs of two different runs are never mixed. With
+``resume`` the folder must already hold a run with the same key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from vgtool.models.postprocess import PostProcessConfig
 JOURNAL_NAME = "journal.jsonl"
 RUN_KEY_NAME = "run-key.json"
 OUTPUTS = ("annotations.json", "run.json", JOURNAL_NAME, RUN_KEY_NAME, "crops", "overlays")
+# Run-key fields under the names users know them by (the model's config hash is part of "model").
+_KEY_LABELS = {"model": "model", "model_config": "model", "phrases": "phrases", "postprocess": "postprocess"}
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,17 @@ def prepare_output_dir(
     ontology: Ontology,
     postprocess: PostProcessConfig,
     overwrite: bool,
+    resume: bool = False,
 ) -> RunState:
     """Create or reopen ``out_dir`` for a run.
 
+    Args:
+        overwrite: replace the outputs of an earlier run with other settings.
+        resume: require an earlier run with the same settings in ``out_dir``.
+
     Raises:
         InputError: the folder holds outputs of a run with other settings (and not ``overwrite``),
-            or it cannot be written.
+            ``resume`` finds no earlier run or one with other settings, or it cannot be written.
     """
     run_key = {
         "model": model_fingerprint(model_path),
@@ -78,9 +86,16 @@ def prepare_output_dir(
             existing = {"unreadable": True}
     elif (out_dir / "annotations.json").exists() or (out_dir / JOURNAL_NAME).exists():
         existing = {"unknown": True}
+    if resume and existing is None:
+        raise InputError(
+            f"{out_dir}: no earlier run to resume (no {RUN_KEY_NAME}); drop --resume to start one"
+        )
     if existing is not None and existing != run_key:
+        differs = [] if "model" not in existing else [k for k in run_key if existing.get(k) != run_key[k]]
+        differs = list(dict.fromkeys(_KEY_LABELS[k] for k in differs)) or ["settings"]
+        if resume:
+            raise InputError(f"{out_dir}: cannot resume, the earlier run used different {', '.join(differs)}")
         if not overwrite:
-            differs = [k for k in run_key if existing.get(k) != run_key[k]] or ["settings"]
             raise InputError(
                 f"{out_dir}: holds the outputs of another run (different {', '.join(differs)}); "
                 "use --overwrite to replace them, or another --out"

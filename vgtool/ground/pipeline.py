@@ -1,6 +1,9 @@
 """``ground()``: list images -> decode in workers -> encode each image once -> decode all phrases
 per image together -> postprocess -> journal + background writers -> ``annotations.json``.
 
+The journal line of an image is written before its crops and overlay (those are written on
+background threads), so a resumed run first re-writes any that an interruption lost.
+
 Each phrase goes through the text encoder once per run, each image through the vision backbone
 once, however many phrases there are.
 """
@@ -17,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from vgtool.checkpoint import config_hash, load_checkpoint
+from vgtool.data.decode import ImageDecodeError, load_rgb
 from vgtool.data.image_dataset import ImageBatch, ImageFileDataset, collate_images
-from vgtool.data.listing import list_images
+from vgtool.data.listing import ImageEntry, list_images
 from vgtool.data.preprocess import PreprocessConfig, normalize
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.device import autocast, resolve_device
@@ -36,10 +41,10 @@ from vgtool.models.text import load_tokenizer
 from vgtool.writers.assemble import assemble_annotations
 from vgtool.writers.background import BackgroundWriter
 from vgtool.writers.coco import detections_to_coco_annotations
-from vgtool.writers.crops import write_crops
+from vgtool.writers.crops import crop_path, write_crops
 from vgtool.writers.journal import Journal, read_journal
 from vgtool.writers.manifest import write_manifest
-from vgtool.writers.overlays import write_overlay
+from vgtool.writers.overlays import overlay_path, write_overlay
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,9 @@ class GroundConfig:
         recursive, extensions: how folders are searched.
         bf16: bf16 autocast; None means on for CUDA, off for CPU.
         overwrite: discard an existing, incompatible output folder instead of refusing.
+        resume: only continue an earlier run in the output folder; refuse if there is none, or if it
+            was made with another model, phrases or postprocessing. Without it, a folder with the
+            same settings is resumed too, and an empty one is started.
         strict: stop with an error at the first image that cannot be read.
         quiet: no progress bar.
     """
@@ -73,8 +81,13 @@ class GroundConfig:
     extensions: tuple[str, ...] = ()
     bf16: bool | None = None
     overwrite: bool = False
+    resume: bool = False
     strict: bool = False
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise InputError("--resume and --overwrite cannot be used together")
 
 
 @dataclass
@@ -85,6 +98,7 @@ class RunSummary:
     images: int = 0
     grounded: int = 0
     resumed: int = 0
+    repaired: int = 0
     annotations: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -143,6 +157,31 @@ def _write_outputs(
         write_overlay(image, annotations, state.out_dir, file_name)
 
 
+def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overlays: bool) -> bool:
+    """Whether a journaled image lacks its overlay or any crop (one stat per expected file)."""
+    if overlays and not overlay_path(state.out_dir, record["file_name"]).exists():
+        return True
+    if crops:
+        names = state.category_names
+        for ann in record["annotations"]:
+            path = crop_path(state.out_dir, names[ann["category_id"]], record["file_name"], ann["id"])
+            if not path.exists():
+                return True
+    return False
+
+
+def _repair_outputs(
+    entry: ImageEntry, annotations: list[dict[str, Any]], state: RunState, crops: bool, overlays: bool
+) -> None:
+    """Re-decode an already grounded image and write its crops and overlay from its journal record."""
+    try:
+        image = load_rgb(entry.path)
+    except ImageDecodeError as err:
+        _warn(f"cannot re-write the crops/overlay of {entry.path}: {err}")
+        return
+    _write_outputs(np.asarray(image), annotations, state, entry.file_name, crops, overlays)
+
+
 def ground(
     inputs: Sequence[str | Path],
     phrases: Sequence[str],
@@ -158,7 +197,8 @@ def ground(
     Args:
         inputs: folders, files, globs or image-list files (see :func:`list_images`).
         phrases: ``--phrase`` values; ``"text=class"`` files the boxes under ``class``.
-        out_dir: output folder; re-running with the same settings resumes from its journal.
+        out_dir: output folder; re-running with the same settings resumes from its journal (and
+            re-writes crops/overlays of finished images that an interruption lost).
         model: checkpoint folder; None uses the bundled default model.
         phrase_files: files with one phrase per line.
         config: run settings.
@@ -168,7 +208,8 @@ def ground(
         The run summary (also written to ``out_dir/run.json``).
 
     Raises:
-        InputError, CheckpointError: bad inputs or model, before any work is done.
+        InputError, CheckpointError: bad inputs or model, or an output folder that cannot be used
+            (see ``GroundConfig.overwrite`` and ``GroundConfig.resume``), before any work is done.
     """
     config = config or GroundConfig()
     started = time.time()
@@ -189,6 +230,7 @@ def ground(
         ontology=ontology,
         postprocess=post_config,
         overwrite=config.overwrite,
+        resume=config.resume,
     )
     summary = RunSummary(out_dir=state.out_dir, images=len(entries))
     done = {rec["file_name"]: rec for rec in read_journal(state.journal_path)}
@@ -216,6 +258,19 @@ def ground(
         text_memory = net.encode_text(tokens["input_ids"], tokens["attention_mask"])
 
     keep_images = config.crops or config.overlays
+    by_name = {e.file_name: e for e in entries}
+    repairs = (
+        [
+            (by_name[name], rec["annotations"])
+            for name, rec in done.items()
+            if "skipped" not in rec
+            and name in by_name
+            and _outputs_missing(rec, state, config.crops, config.overlays)
+        ]
+        if keep_images
+        else []
+    )
+    summary.repaired = len(repairs)
     dataset = ImageFileDataset([e for _, e in todo], preprocess, keep_images=keep_images)
     workers = _auto_workers(len(todo), batch_size) if config.num_workers < 0 else config.num_workers
     loader = torch.utils.data.DataLoader(
@@ -237,6 +292,8 @@ def ground(
     writer = BackgroundWriter(num_threads=2 if workers else 1, max_pending=4 * batch_size)
     try:
         with Journal(state.journal_path) as journal, writer:
+            for entry, anns in repairs:
+                writer.submit(_repair_outputs, entry, anns, state, config.crops, config.overlays)
             batches = iter(loader)
             while True:
                 with timer.measure("wait_for_data"):

@@ -27,8 +27,9 @@ PRESETS: dict[str, ModelConfig] = {
         vision=VisionConfig(source="hf", name="facebook/dinov2-small", image_size=224),
         text=TextConfig(name="roberta-base"),
     ),
-    # The bundled default model: a small ViT trained from scratch on `vgtool synth` data, with the
-    # pretrained MiniLM text encoder kept frozen (referenced by name, so the checkpoint stays small).
+    # Candidate for the bundled default model (train/vlgtr_synth_default.yaml): a small ViT trained
+    # from scratch on `vgtool synth` data, with the pretrained MiniLM text encoder kept frozen
+    # (referenced by name, so the checkpoint stays small).
     "vlgtr-synth-small": ModelConfig(
         vision=VisionConfig(
             source="timm",
