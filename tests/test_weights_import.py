@@ -44,6 +44,7 @@ def test_notebook_state_dict_round_trips(tmp_path, wrap):
         )
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_pickle_is_refused_without_running(tmp_path):
     marker = tmp_path / "pwned"
     with open(tmp_path / "evil.pth", "wb") as handle:
@@ -55,6 +56,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize(
     ("content", "message"),
     [

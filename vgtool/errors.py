@@ -23,3 +23,9 @@ class InputError(VgtoolError):
 
 class ModelSourceError(VgtoolError):
     """A backbone or text encoder cannot be found locally or on the hub."""
+
+
+class Interrupted(VgtoolError):
+    """The user stopped a command (Ctrl-C); the message says what was kept and how to go on."""
+
+    exit_code = 130

@@ -44,3 +44,18 @@ def test_inside_refuses_escapes(tmp_path):
 )
 def test_crop_window(bbox, size, window):
     assert crop_box_xyxy(bbox, *size) == window
+
+
+@pytest.mark.parametrize(
+    ("file_name", "overlay"),
+    [
+        ("a/photo.jpg", "a/photo.jpg"),
+        ("a/photo.png", "a/photo.png.jpg"),
+        ("IMG.JPG", "IMG.JPG"),
+        ("x.tiff", "x.tiff.jpg"),
+    ],
+)
+def test_overlay_names_never_collide(tmp_path, file_name, overlay):
+    from vgtool.writers.overlays import overlay_path
+
+    assert overlay_path(tmp_path, file_name) == tmp_path / "overlays" / overlay

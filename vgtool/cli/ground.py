@@ -84,10 +84,11 @@ def ground_cli(
     Re-running the same command with the same --out resumes an interrupted run.
 
     --resume insists on resuming: it fails if --out holds no run, or one with other model/phrases/postprocess.
-    Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error.
+    Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error; 130 interrupted.
 
     Example: vgtool ground photos/ -p "red car=car" -p "blue car=car" -p dog --out runs/pets
     """
+    from vgtool.errors import Interrupted
     from vgtool.ground.pipeline import GroundConfig, ground
 
     config = GroundConfig(
@@ -107,9 +108,14 @@ def ground_cli(
         strict=strict,
         quiet=quiet,
     )
-    summary = ground(
-        paths, phrase or [], out_dir=out, model=model, phrase_files=phrases_file or [], config=config
-    )
+    try:
+        summary = ground(
+            paths, phrase or [], out_dir=out, model=model, phrase_files=phrases_file or [], config=config
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; finished images are kept in {out} (re-run the same command, or add --resume)"
+        ) from None
     if not quiet:
         resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
         if summary.repaired:

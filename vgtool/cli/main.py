@@ -16,6 +16,11 @@ from vgtool.cli.init import init_cli
 from vgtool.cli.synth import synth_cli
 from vgtool.cli.train import finetune_cli, train_cli
 
+INTERRUPTED = 130
+INTERRUPTED_MESSAGE = (
+    "interrupted; finished work is kept (ground: re-run the same command; train: add --resume)"
+)
+
 app = typer.Typer(
     name="vgtool",
     help=(
@@ -56,16 +61,19 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning known errors into ``error: ...`` and exit codes."""
-    from vgtool.errors import VgtoolError
+    from vgtool.errors import Interrupted, VgtoolError
 
     try:
         code = app(args=argv, standalone_mode=False)
+    except Interrupted as err:
+        typer.echo(str(err), err=True)
+        sys.exit(err.exit_code)
     except VgtoolError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted; finished results are kept (re-run the same command to resume)", err=True)
-        sys.exit(130)
+        typer.echo(INTERRUPTED_MESSAGE, err=True)
+        sys.exit(INTERRUPTED)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except (typer.Abort, EOFError):
@@ -78,4 +86,6 @@ def main(argv: list[str] | None = None) -> None:
             err.show()
             sys.exit(err.exit_code)
         raise
+    if code == INTERRUPTED:  # Typer turns Ctrl-C into a silent exit status 130
+        typer.echo(INTERRUPTED_MESSAGE, err=True)
     sys.exit(code if isinstance(code, int) else 0)

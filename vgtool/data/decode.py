@@ -16,6 +16,10 @@ class ImageDecodeError(Exception):
     """An image could not be decoded; ``str()`` is the one-line reason."""
 
 
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
@@ -48,6 +52,7 @@ def load_rgb(path: str | Path) -> Image.Image:
         if path.stat().st_size == 0:
             raise ImageDecodeError("empty file (0 bytes)")
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": decoded anyway
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.seek(0)
@@ -57,12 +62,18 @@ def load_rgb(path: str | Path) -> Image.Image:
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageDecodeError(f"too large to decode safely ({err})") from err
+        raise ImageDecodeError(f"too large to decode safely ({_one_line(err)})") from err
     except PermissionError as err:
         raise ImageDecodeError("permission denied") from err
     except FileNotFoundError as err:
         raise ImageDecodeError("file not found (dangling symlink?)") from err
     except Image.UnidentifiedImageError as err:
         raise ImageDecodeError("not an image, or a format Pillow cannot read") from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageDecodeError(f"corrupt or truncated image ({err})") from err
+    except OSError as err:
+        if err.errno is not None:  # from the file system (a symlink loop, a folder, EIO), not the decoder
+            raise ImageDecodeError(f"cannot read file ({err.strerror})") from err
+        raise ImageDecodeError(f"corrupt or truncated image ({_one_line(err)})") from err
+    except (SyntaxError, ValueError, EOFError) as err:
+        raise ImageDecodeError(f"corrupt or truncated image ({_one_line(err)})") from err
+    except Exception as err:  # a plugin tripping over a malformed file must not end the run
+        raise ImageDecodeError(f"cannot decode ({type(err).__name__}: {_one_line(err)})") from err

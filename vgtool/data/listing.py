@@ -38,10 +38,17 @@ def _normalise_exts(exts: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(("." + e.lower().lstrip(".")) for e in exts)
 
 
+def _is_image_file(path: Path, exts: tuple[str, ...]) -> bool:
+    """An image by its extension: a file, or a dangling symlink (kept so that it is reported)."""
+    if path.suffix.lower() not in exts:
+        return False
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
 def _walk(folder: Path, recursive: bool, exts: tuple[str, ...]) -> list[Path]:
     if not recursive:
         try:
-            return [p for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file()]
+            return [p for p in folder.iterdir() if _is_image_file(p, exts)]
         except OSError as err:
             raise InputError(f"{folder}: cannot list folder ({err.strerror})") from err
     found: list[Path] = []
@@ -55,7 +62,7 @@ def _walk(folder: Path, recursive: bool, exts: tuple[str, ...]) -> list[Path]:
         dirnames.sort()
         for name in filenames:
             path = Path(dirpath) / name
-            if path.suffix.lower() in exts and path.is_file():
+            if _is_image_file(path, exts):
                 found.append(path)
     return found
 
@@ -112,7 +119,7 @@ def list_images(
             groups.append((path.parent, [path]))
         elif glob.has_magic(text):
             matches = [Path(m) for m in glob.glob(text, recursive=recursive)]
-            groups.append((_glob_root(text), [m for m in matches if m.suffix.lower() in exts]))
+            groups.append((_glob_root(text), [m for m in matches if _is_image_file(m, exts)]))
         else:
             raise InputError(f"{text}: no such file, folder or glob match")
     if not groups:

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,23 @@ def _repair_outputs(
     _write_outputs(np.asarray(image), annotations, state, entry.file_name, crops, overlays)
 
 
+@contextmanager
+def _drained(writer: BackgroundWriter) -> Iterator[BackgroundWriter]:
+    """Use ``writer``; however the block ends, wait for the writes already queued.
+
+    They belong to images already in the journal, so an interrupted run (Ctrl-C, ``--strict``
+    error) leaves their crops and overlays complete; waiting is bounded by the writer's queue.
+    An error of the block wins over one of the writer.
+    """
+    try:
+        yield writer
+    except BaseException:
+        with suppress(Exception):
+            writer.close()
+        raise
+    writer.close()
+
+
 def ground(
     inputs: Sequence[str | Path],
     phrases: Sequence[str],
@@ -291,7 +308,7 @@ def ground(
     )
     writer = BackgroundWriter(num_threads=2 if workers else 1, max_pending=4 * batch_size)
     try:
-        with Journal(state.journal_path) as journal, writer:
+        with Journal(state.journal_path) as journal, _drained(writer):
             for entry, anns in repairs:
                 writer.submit(_repair_outputs, entry, anns, state, config.crops, config.overlays)
             batches = iter(loader)

@@ -22,7 +22,7 @@ class BackgroundWriter:
 
     def _done(self, future: Future) -> None:
         self._slots.release()
-        if future.exception() is not None and self._error is None:
+        if not future.cancelled() and future.exception() is not None and self._error is None:
             self._error = future.exception()
 
     def submit(self, fn: Callable[..., object], *args, **kwargs) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from vgtool.atomic import atomic_open
 from vgtool.writers.paths import safe_component
 
 
@@ -40,6 +41,9 @@ def write_crops(
     for ann in annotations:
         path = crop_path(out_dir, category_names[ann["category_id"]], file_name, ann["id"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.crop(crop_box_xyxy(ann["bbox"], image.width, image.height)).save(path, "JPEG", quality=quality)
+        with atomic_open(path, "wb") as handle:  # a kill never leaves a half-written crop behind
+            image.crop(crop_box_xyxy(ann["bbox"], image.width, image.height)).save(
+                handle, "JPEG", quality=quality
+            )
         written.append(path)
     return written

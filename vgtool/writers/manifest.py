@@ -24,6 +24,7 @@ def write_manifest(
             "images_listed": summary.images,
             "grounded_this_run": summary.grounded,
             "already_done": summary.resumed,
+            "outputs_rewritten": summary.repaired,
             "skipped": len(summary.skipped),
             "annotations": summary.annotations,
         },

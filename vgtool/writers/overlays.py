@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from vgtool.atomic import atomic_open
 from vgtool.writers.paths import inside
 
 
@@ -29,8 +30,15 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def overlay_path(out_dir: Path, file_name: str) -> Path:
-    """``overlays/<relative path>.jpg`` (the relative path keeps its folders; .jpg replaces the suffix)."""
-    return inside(out_dir / "overlays", Path(file_name).with_suffix(".jpg"))
+    """``overlays/<relative path>.jpg``, keeping the relative folders.
+
+    A JPEG keeps its name; any other file gets ``.jpg`` appended (``photo.png`` ->
+    ``photo.png.jpg``), so ``photo.jpg`` and ``photo.png`` in one folder never share an overlay.
+    """
+    relative = Path(file_name)
+    if relative.suffix.lower() not in (".jpg", ".jpeg"):
+        relative = relative.with_name(relative.name + ".jpg")
+    return inside(out_dir / "overlays", relative)
 
 
 def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> Image.Image:
@@ -70,5 +78,6 @@ def write_overlay(
 ) -> Path:
     path = overlay_path(out_dir, file_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    draw_overlay(image, annotations).save(path, "JPEG", quality=quality)
+    with atomic_open(path, "wb") as handle:  # a kill never leaves a half-written overlay behind
+        draw_overlay(image, annotations).save(handle, "JPEG", quality=quality)
     return path
