@@ -56,6 +56,13 @@ def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path):
     state = json.loads((tmp_path / "cut" / "last" / "train_state.json").read_text())
     assert state["counters"]["step"] == 6 and state["counters"]["batch"] > 0
     train(recipe, tmp_path / "cut", quiet=True, resume=True)
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
+    train_steps = [
+        json.loads(line)["step"] for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == train_steps  # the resumed log has no repeated or missing lines
     full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
     assert full.keys() == resumed.keys()

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from vgtool.atomic import write_bytes_atomic
 from vgtool.checkpoint import load_checkpoint, save_checkpoint
 from vgtool.config import to_dict
 from vgtool.data.preprocess import PreprocessConfig, normalize
@@ -204,6 +205,15 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
     metrics_path = out_dir / "metrics.jsonl"
     last_val: dict[str, Any] = {}
     epochs_before = [sum(s.epochs for s in recipe.stages[:i]) for i in range(len(recipe.stages))]
+
+    if resume and info.is_main and metrics_path.exists():
+        # Steps after the last save are trained again; drop their old log lines so none repeat.
+        kept = [
+            line
+            for line in metrics_path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= counters.step
+        ]
+        write_bytes_atomic(metrics_path, ("\n".join(kept) + "\n" if kept else "").encode())
 
     def log(record: dict[str, Any]) -> None:
         if info.is_main:
