@@ -128,7 +128,6 @@ def bench(
     from vgtool.device import resolve_device
     from vgtool.ground.pipeline import GroundConfig, auto_batch_size, ground
     from vgtool.models.bundled import resolve_model_path
-    from vgtool.models.text import load_tokenizer
 
     model_path = resolve_model_path(model)
     torch_device = resolve_device(device)
@@ -148,7 +147,7 @@ def bench(
 
         net = load_checkpoint(model_path, device=torch_device)
         preprocess = PreprocessConfig.from_model(net)
-        tokenizer = PhraseTokenizer(load_tokenizer(net.config.text), net.config.text.max_length)
+        tokenizer = PhraseTokenizer.for_model(net)
         sample_images = max(batch, min(num_images, 4 * batch))
         model_s = _model_only(
             net, torch_device, preprocess, tokenizer, sample_images, phrases, batch, use_bf16

@@ -21,7 +21,6 @@ from vgtool.device import autocast, resolve_device
 from vgtool.errors import InputError
 from vgtool.models.inference import decode_pairs
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
-from vgtool.models.text import load_tokenizer
 
 
 def predict_samples(
@@ -68,7 +67,7 @@ def predict_samples(
     for i, sample in enumerate(samples):
         pairs_of_image[image_pos[sample.image_path]].setdefault(phrase_pos[sample.phrase], []).append(i)
 
-    tokenizer = PhraseTokenizer(load_tokenizer(model.config.text), model.config.text.max_length)
+    tokenizer = PhraseTokenizer.for_model(model)
     tokens = tokenizer(phrases)  # [P, T], tokenised once
     preprocess = PreprocessConfig.from_model(model)
     postprocess = PostProcess(PostProcessConfig(threshold=0.0, top_k=0, nms_iou=1.0))

@@ -37,7 +37,6 @@ from vgtool.ground.phrases import Ontology, build_ontology
 from vgtool.models.bundled import resolve_model_path
 from vgtool.models.inference import decode_pairs
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
-from vgtool.models.text import load_tokenizer
 from vgtool.writers.assemble import assemble_annotations
 from vgtool.writers.background import BackgroundWriter
 from vgtool.writers.coco import detections_to_coco_annotations
@@ -170,6 +169,44 @@ def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overl
     return False
 
 
+@dataclass
+class _JournalScan:
+    """What an earlier run left in the journal, read in one streaming pass.
+
+    Attributes:
+        done: file names already journaled (grounded or skipped).
+        last_annotation_id: the highest annotation id used so far (0 for a new run).
+        skipped: ``{"file", "reason"}`` of images skipped earlier.
+        repairs: ``(entry, annotations)`` of grounded images whose crops or overlay are missing;
+            only these records are kept in memory.
+    """
+
+    done: set[str] = field(default_factory=set)
+    last_annotation_id: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    repairs: list[tuple[ImageEntry, list[dict[str, Any]]]] = field(default_factory=list)
+
+
+def _scan_journal(
+    state: RunState, entries: Sequence[ImageEntry], crops: bool, overlays: bool
+) -> _JournalScan:
+    scan = _JournalScan()
+    by_name = {e.file_name: e for e in entries} if crops or overlays else {}
+    for rec in read_journal(state.journal_path):
+        name = rec["file_name"]
+        if name in scan.done:  # the first record of an image wins, as in assembly
+            continue
+        scan.done.add(name)
+        if "skipped" in rec:
+            scan.skipped.append({"file": name, "reason": rec["skipped"]})
+            continue
+        annotations = rec.get("annotations", [])
+        scan.last_annotation_id = max([scan.last_annotation_id, *(a["id"] for a in annotations)])
+        if name in by_name and _outputs_missing(rec, state, crops, overlays):
+            scan.repairs.append((by_name[name], annotations))
+    return scan
+
+
 def _repair_outputs(
     entry: ImageEntry, annotations: list[dict[str, Any]], state: RunState, crops: bool, overlays: bool
 ) -> None:
@@ -250,20 +287,17 @@ def ground(
         resume=config.resume,
     )
     summary = RunSummary(out_dir=state.out_dir, images=len(entries))
-    done = {rec["file_name"]: rec for rec in read_journal(state.journal_path)}
-    next_annotation_id = 1 + max(
-        (a["id"] for rec in done.values() for a in rec.get("annotations", [])), default=0
-    )
-    todo = [(i, e) for i, e in enumerate(entries) if e.file_name not in done]
+    keep_images = config.crops or config.overlays
+    journal = _scan_journal(state, entries, config.crops, config.overlays)
+    next_annotation_id = journal.last_annotation_id + 1
+    todo = [(i, e) for i, e in enumerate(entries) if e.file_name not in journal.done]
     summary.resumed = len(entries) - len(todo)
-    for rec in done.values():
-        if "skipped" in rec:
-            summary.skipped.append({"file": rec["file_name"], "reason": rec["skipped"]})
+    summary.skipped.extend(journal.skipped)
 
     use_bf16 = device.type == "cuda" if config.bf16 is None else config.bf16
     batch_size = config.batch_size or auto_batch_size(device)
     preprocess = PreprocessConfig.from_model(net)
-    tokenizer = PhraseTokenizer(load_tokenizer(net.config.text), net.config.text.max_length)
+    tokenizer = PhraseTokenizer.for_model(net)
     phrase_texts = [p.text for p in ontology.phrases]
     for text in tokenizer.truncated(phrase_texts):
         _warn(f"phrase {text[:60]!r}... is longer than {tokenizer.max_length} tokens; truncated")
@@ -274,19 +308,7 @@ def ground(
         tokens = {k: v.to(device) for k, v in tokenizer(phrase_texts).items()}
         text_memory = net.encode_text(tokens["input_ids"], tokens["attention_mask"])
 
-    keep_images = config.crops or config.overlays
-    by_name = {e.file_name: e for e in entries}
-    repairs = (
-        [
-            (by_name[name], rec["annotations"])
-            for name, rec in done.items()
-            if "skipped" not in rec
-            and name in by_name
-            and _outputs_missing(rec, state, config.crops, config.overlays)
-        ]
-        if keep_images
-        else []
-    )
+    repairs = journal.repairs
     summary.repaired = len(repairs)
     dataset = ImageFileDataset([e for _, e in todo], preprocess, keep_images=keep_images)
     workers = _auto_workers(len(todo), batch_size) if config.num_workers < 0 else config.num_workers

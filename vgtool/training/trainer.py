@@ -31,7 +31,6 @@ from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.datasets.registry import load_samples
 from vgtool.device import autocast, resolve_device
 from vgtool.errors import InputError, VgtoolError
-from vgtool.models.text import load_tokenizer
 from vgtool.models.vlgtr import VLGTR, build_model
 from vgtool.training.config import RecipeConfig, StageConfig
 from vgtool.training.criterion import SetCriterion
@@ -184,7 +183,7 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
         model.load_state_dict(state_model.state_dict(), strict=False)
         del state_model
     preprocess = PreprocessConfig.from_model(model)
-    tokenizer = PhraseTokenizer(load_tokenizer(model.config.text), model.config.text.max_length)
+    tokenizer = PhraseTokenizer.for_model(model)
     collate = TrainCollate(tokenizer)
     train_samples = load_samples(recipe.data.train)
     if not train_samples:
