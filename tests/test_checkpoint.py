@@ -130,3 +130,22 @@ def test_half_precision_storage_halves_the_file_and_loads_back(tiny_checkpoint, 
     with torch.no_grad():
         a, b = model(*_inputs()), reloaded(*_inputs())
     assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=2e-2)
+
+
+def test_export_writes_a_slim_copy_and_keeps_metadata(tiny_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from vgtool.cli.main import app
+
+    model = load_checkpoint(tiny_checkpoint)
+    save_checkpoint(model, tmp_path / "trained", extra={"step": 42, "val": {"acc@0.5": 0.5}})
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "trained"), "--out", str(tmp_path / "slim")])
+    assert result.exit_code == 0, result.output
+    assert "MiB" in result.output
+    _, document = read_checkpoint_config(tmp_path / "slim")
+    assert document["meta"]["step"] == 42 and document["meta"]["exported_from"] == str(tmp_path / "trained")
+    full_size = (tmp_path / "trained" / "model.safetensors").stat().st_size
+    assert (tmp_path / "slim" / "model.safetensors").stat().st_size < 0.6 * full_size
+    with torch.no_grad():
+        a, b = model(*_inputs()), load_checkpoint(tmp_path / "slim")(*_inputs())
+    assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=2e-2)

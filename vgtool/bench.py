@@ -10,12 +10,17 @@ Reports (printed and written as JSON):
   decoder, postprocessing, writing on the background threads, assembling annotations.json).
 - ``phrase_scaling``: model-only seconds per image with 1, 4 and 16 phrases.
 - ``peak_rss_mib``: peak resident memory of this process and of its finished worker processes.
+- ``memory_scaling`` (with ``memory_scaling=(200, 2000)``): peak resident memory of separate
+  ``vgtool ground`` runs over that many images each (fresh processes, so one run's peak cannot hide
+  another's), and the growth from the smallest to the largest run.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,6 +106,61 @@ def _synthetic_images(folder: Path, count: int) -> Path:
     return folder / "images" / "bench"
 
 
+# Runs one grounding job in a fresh interpreter and prints its peak resident memory as JSON.
+_RSS_PROBE = """
+import json, resource, sys
+from vgtool.ground.pipeline import GroundConfig, ground
+args = json.loads(sys.argv[1])
+ground([args["images"]], args["phrases"], out_dir=args["out"], model=args["model"],
+       config=GroundConfig(batch_size=args["batch_size"], device=args["device"], bf16=args["bf16"], quiet=True))
+print(json.dumps({
+    "main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+}))
+"""
+
+
+def _memory_scaling(
+    counts: tuple[int, ...],
+    scratch: Path,
+    model_path: Path,
+    phrases: list[str],
+    device: str,
+    batch: int,
+    bf16,
+) -> dict[str, Any]:
+    """Peak RSS (MiB) of a separate ground run over each count of images (the first ``n`` of one
+    rendered set, so the runs differ only in length)."""
+    image_dir = _synthetic_images(scratch / "scaling-data", max(counts))
+    files = sorted(p for p in image_dir.iterdir() if p.is_file())
+    runs: dict[str, dict[str, float]] = {}
+    for count in sorted(counts):
+        listing = scratch / f"scaling-{count}.txt"
+        listing.write_text("".join(f"{p}\n" for p in files[:count]))
+        args = {
+            "images": str(listing),
+            "phrases": phrases,
+            "out": str(scratch / f"scaling-out-{count}"),
+            "model": str(model_path),
+            "batch_size": batch,
+            "device": device,
+            "bf16": bf16,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _RSS_PROBE, json.dumps(args)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"memory-scaling run over {count} images failed: {done.stderr.strip()[-500:]}")
+        peak = json.loads(done.stdout.strip().splitlines()[-1])
+        runs[str(count)] = {k: round(v, 1) for k, v in peak.items()}
+    small, large = runs[str(min(counts))], runs[str(max(counts))]
+    return {
+        "peak_rss_mib": runs,
+        "growth_main": round(large["main"] / small["main"] - 1, 4),
+        "growth_workers": round(large["workers"] / max(small["workers"], 1e-9) - 1, 4),
+    }
+
+
 def bench(
     *,
     model: str | Path | None = None,
@@ -111,6 +171,7 @@ def bench(
     batch_size: int = 0,
     bf16: bool | None = None,
     out_json: str | Path | None = None,
+    memory_scaling: tuple[int, ...] = (),
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Measure model-only and end-to-end grounding throughput; see the module docstring.
@@ -119,7 +180,9 @@ def bench(
         model: checkpoint folder (None: the bundled model).
         images: a folder of real images; None renders ``synthetic`` procedural images first.
         phrases: phrases per image for the end-to-end run and the model-only figure.
+        batch_size: images per batch; 0 picks one the way ``vgtool ground`` does.
         out_json: also write the report here.
+        memory_scaling: also measure peak memory of separate runs over these image counts.
     """
     from vgtool.checkpoint import load_checkpoint
     from vgtool.data.listing import list_images
@@ -132,7 +195,8 @@ def bench(
     model_path = resolve_model_path(model)
     torch_device = resolve_device(device)
     use_bf16 = torch_device.type == "cuda" if bf16 is None else bf16
-    batch = batch_size or auto_batch_size(torch_device)
+    net = load_checkpoint(model_path, device=torch_device)
+    batch = batch_size or auto_batch_size(torch_device, net, phrases)
     with tempfile.TemporaryDirectory(prefix="vgtool-bench-") as scratch:
         scratch_dir = Path(scratch)
         image_dir = Path(images) if images is not None else _synthetic_images(scratch_dir / "data", synthetic)
@@ -145,7 +209,6 @@ def bench(
         timings = dict(summary.timings)
         end_to_end_s = timings["total"] - timings.get("load_model", 0.0)
 
-        net = load_checkpoint(model_path, device=torch_device)
         preprocess = PreprocessConfig.from_model(net)
         tokenizer = PhraseTokenizer.for_model(net)
         sample_images = max(batch, min(num_images, 4 * batch))
@@ -158,6 +221,11 @@ def bench(
             )
             for k in (1, 4, 16)
         }
+        scaling_report = (
+            _memory_scaling(memory_scaling, scratch_dir, model_path, phrase_list, device, batch, use_bf16)
+            if memory_scaling
+            else None
+        )
     report = {
         "model": str(model_path),
         "device": str(torch_device),
@@ -173,6 +241,8 @@ def bench(
         "phrase_scaling_16_over_1": round(scaling["16"] / scaling["1"], 3),
         "peak_rss_mib": _peak_rss_mib(),
     }
+    if scaling_report is not None:
+        report["memory_scaling"] = scaling_report
     if out_json is not None:
         Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
     return report

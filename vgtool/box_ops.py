@@ -105,6 +105,12 @@ def elementwise_iou(boxes1_xyxy: torch.Tensor, boxes2_xyxy: torch.Tensor) -> tor
     return inter / union.clamp(min=1e-12)
 
 
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The logit of ``x`` in [0, 1], clamped away from 0 and 1 (box refinement works in this space)."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
 def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression in pure torch.
 

@@ -178,3 +178,18 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
     check_state_dict_keys(model, tensors, skip, directory / WEIGHTS_NAME)
     model.load_state_dict(tensors, strict=False)
     return model.to(device).eval()
+
+
+def export_checkpoint(source: str | Path, out: str | Path, *, fp16: bool = True) -> tuple[Path, int]:
+    """Load ``source`` strictly and write it to ``out`` (fp16 weights by default), keeping its metadata.
+
+    Returns:
+        The written folder and the total size of its files in bytes.
+    """
+    source, out = Path(source), Path(out)
+    _, document = read_checkpoint_config(source)
+    model = load_checkpoint(source)
+    meta = dict(document.get("meta") or {})
+    meta["exported_from"] = str(source)
+    save_checkpoint(model, out, extra=meta, dtype=torch.float16 if fp16 else None)
+    return out, sum(p.stat().st_size for p in out.iterdir() if p.is_file())

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,10 +10,17 @@ from vgtool.models.text import load_tokenizer
 from vgtool.models.vlgtr import build_model
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
+def _tiny_config(query_selection: bool):
     config = config_from_preset("vlgtr-tiny")
+    return dataclasses.replace(
+        config, decoder=dataclasses.replace(config.decoder, query_selection=query_selection)
+    )
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["learned-queries", "query-selection"])
+def tiny(request):
+    torch.manual_seed(0)
+    config = _tiny_config(request.param)
     return build_model(config).eval(), load_tokenizer(config.text)
 
 
@@ -97,3 +106,31 @@ def test_unknown_timm_model_is_a_clean_error():
 
     with pytest.raises(ModelSourceError, match="no model named"):
         VisionBackbone(VisionConfig(name="no_such_model_xyz", pretrained=False))
+
+
+def test_query_selection_supervises_every_token_in_training_only():
+    """Two-stage decoding: in training each image token proposes a box (``enc_outputs``, for the
+    loss); in eval mode only the chosen tokens' boxes are computed, with the same final outputs."""
+    from vgtool.training.criterion import LossConfig, SetCriterion
+
+    torch.manual_seed(0)
+    config = _tiny_config(True)
+    model = build_model(config)
+    ids, mask = _tokens(load_tokenizer(config.text), ["the red circle", "all stars"])
+    images = torch.randn(2, 3, 64, 64)
+    model.train()
+    out = model(images, ids, mask)
+    tokens = (64 // 16) ** 2
+    assert out["enc_outputs"]["pred_logits"].shape == (2, tokens, 2)
+    assert out["enc_outputs"]["pred_boxes"].shape == (2, tokens, 4)
+    targets = [{"boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2]])}, {"boxes": torch.zeros(0, 4)}]
+    losses = SetCriterion(LossConfig())(out, targets)
+    assert {"loss_ce_enc", "loss_bbox_enc", "loss_giou_enc"} <= set(losses)
+    losses["loss"].backward()
+    assert model.proposals.film.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(images, ids, mask)
+    assert "enc_outputs" not in evaluated
+    assert torch.allclose(evaluated["pred_boxes"], out["pred_boxes"].detach(), atol=1e-6)
+    assert torch.allclose(evaluated["pred_logits"], out["pred_logits"].detach(), atol=1e-6)

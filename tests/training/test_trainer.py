@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vgtool.config import to_dict
 from vgtool.training.config import load_recipe, recipe_from_mapping
 from vgtool.training.trainer import TrainingDivergedError, train
 
@@ -172,3 +173,140 @@ def test_full_disk_fails_early(synth_data, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="MiB free"):
         train(_recipe(synth_data), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run" / "last").exists()
+
+
+def _frozen_recipe(data, augment, epochs=2, **extra):
+    """One frozen-backbone stage (then, with ``unfrozen``, a vision-training one); no validation."""
+    stages = [{"name": "frozen", "epochs": epochs, "lr": 1e-3, "warmup_steps": 2}]
+    if extra.pop("unfrozen", False):
+        stages.append({"name": "unfrozen", "epochs": 1, "lr": 5e-4, "vision_lr": 1e-4})
+    mapping = {"augment": augment, "stages": stages, "eval_every_epochs": 100}
+    recipe = _recipe(data, **mapping, **extra)
+    return recipe_from_mapping({**to_dict(recipe), "data": {**to_dict(recipe)["data"], "val": None}})
+
+
+def _losses(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r["type"] == "train"]
+
+
+def test_cached_and_uncached_training_give_the_same_losses(synth_data, tmp_path):
+    augment = {"hflip": 0.5, "random_resized_crop": 0.0}
+    train(_frozen_recipe(synth_data, augment, cache_features=False), tmp_path / "plain", quiet=True)
+    train(_frozen_recipe(synth_data, augment, cache_features=True), tmp_path / "cached", quiet=True)
+    plain, cached = _losses(tmp_path / "plain"), _losses(tmp_path / "cached")
+    assert [r["step"] for r in plain] == [r["step"] for r in cached]
+    assert "image_cache_hits" in cached[-1] and "image_cache_hits" not in plain[-1]
+    assert cached[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-4)  # the same first batch
+    for p, c in zip(plain, cached, strict=True):  # later steps drift only by fp16 rounding
+        assert c["loss"] == pytest.approx(p["loss"], rel=1e-3), p["step"]
+
+
+class _Spy:
+    """Counts the rows the vision backbone encodes and the images the data loader decodes."""
+
+    def __init__(self, monkeypatch):
+        from vgtool.models.vision import VisionBackbone
+        from vgtool.training import data
+
+        self.encoded, self.decoded, self.per_step = 0, 0, []
+        forward, load = VisionBackbone.forward, data.load_rgb
+
+        def counting_forward(module, pixel_values):
+            self.encoded += len(pixel_values)
+            return forward(module, pixel_values)
+
+        def counting_load(path):
+            self.decoded += 1
+            return load(path)
+
+        monkeypatch.setattr(VisionBackbone, "forward", counting_forward)
+        monkeypatch.setattr(data, "load_rgb", counting_load)
+
+    def on_step(self, step):
+        self.per_step.append((self.encoded, self.decoded))
+
+    def between(self, first_step, last_step):
+        """(rows encoded, images decoded) during steps first_step..last_step (1-based)."""
+        before = self.per_step[first_step - 2] if first_step > 1 else (0, 0)
+        after = self.per_step[last_step - 1]
+        return after[0] - before[0], after[1] - before[1]
+
+
+def test_cache_encodes_and_decodes_each_image_once_while_the_backbone_is_frozen(
+    synth_data, tmp_path, monkeypatch
+):
+    from vgtool.datasets.registry import load_samples
+
+    recipe = _frozen_recipe(
+        synth_data, {"hflip": 0.0, "random_resized_crop": 0.0}, cache_features=True, unfrozen=True
+    )
+    samples = load_samples(recipe.data.train)
+    steps = -(-len(samples) // recipe.batch_size)
+    images = len({s.image_path for s in samples})
+    assert images < len(samples)
+    spy = _Spy(monkeypatch)
+    train(recipe, tmp_path / "run", quiet=True, on_step=spy.on_step)
+    encoded, decoded = spy.between(1, steps)  # stage 1, epoch 1: fills the cache
+    assert encoded == images and images <= decoded < len(samples)
+    assert spy.between(steps + 1, 2 * steps) == (0, 0)  # epoch 2: nothing encoded or decoded
+    # stage 2 trains the vision backbone: every sample is decoded and encoded every step
+    assert spy.between(2 * steps + 1, 3 * steps) == (len(samples), len(samples))
+    records = _losses(tmp_path / "run")
+    assert all(("image_cache_hits" in r) == (r["step"] <= 2 * steps) for r in records)
+
+
+@pytest.mark.parametrize(
+    ("augment", "extra"),
+    [
+        ({"hflip": 0.0, "random_resized_crop": 0.5}, {}),
+        ({"hflip": 0.0, "random_resized_crop": 0.0, "color_jitter": 0.2}, {}),
+        ({"hflip": 0.0, "random_resized_crop": 0.0}, {"stages": [{"epochs": 1, "vision_lr": 1e-4}]}),
+    ],
+    ids=["crop", "jitter", "vision-trained"],
+)
+def test_cache_is_not_used_when_the_backbone_input_or_weights_change(
+    synth_data, tmp_path, monkeypatch, augment, extra
+):
+    from vgtool.datasets.registry import load_samples
+
+    recipe = _frozen_recipe(synth_data, augment, epochs=1, cache_features=True)
+    recipe = recipe_from_mapping({**to_dict(recipe), **extra})
+    samples = load_samples(recipe.data.train)
+    spy = _Spy(monkeypatch)
+    train(recipe, tmp_path / "run", quiet=True, on_step=spy.on_step)
+    assert spy.per_step[-1] == (len(samples), len(samples))
+    assert not any("image_cache_hits" in r for r in _losses(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
+def test_resume_with_the_feature_cache_is_exact(synth_data, tmp_path, on_disk):
+    recipe = _frozen_recipe(
+        synth_data,
+        {"hflip": 0.5, "random_resized_crop": 0.0},
+        cache_features=True,
+        cache_features_on_disk=on_disk,
+        unfrozen=True,
+        save_every_steps=3,
+    )
+    train(recipe, tmp_path / "full", quiet=True)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_7(step):
+        if step == 7:  # mid-epoch 2 of the frozen stage, after the save at step 6
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(recipe, tmp_path / "cut", quiet=True, on_step=stop_at_7)
+    counters = json.loads((tmp_path / "cut" / "last" / "train_state.json").read_text())["counters"]
+    assert (counters["stage"], counters["step"]) == (0, 6) and counters["batch"] > 0
+    train(recipe, tmp_path / "cut", quiet=True, resume=True)
+    assert [r["step"] for r in _losses(tmp_path / "cut")] == [r["step"] for r in _losses(tmp_path / "full")]
+    assert (tmp_path / "cut" / "feature_cache").is_dir() == on_disk
+    full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key

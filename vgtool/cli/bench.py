@@ -1,4 +1,5 @@
-"""``vgtool bench``: measure grounding throughput, model-only and end to end."""
+"""``vgtool bench``: measure grounding throughput, model-only and end to end; or, with
+``--train-recipe``, stage-1 training throughput with and without the vision-feature cache."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, ModelOpt, QuietOpt
+from vgtool.cli.options import DeviceOpt, ModelOpt, QuietOpt, SetOpt
 
 
 def bench_cli(
@@ -23,13 +24,35 @@ def bench_cli(
     out: Annotated[Path, typer.Option("--out", "-o", help="Write the report as JSON here.")] = Path(
         "bench.json"
     ),
+    train_recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-recipe",
+            help="Instead: time the recipe's frozen-backbone first stage with and without the feature cache.",
+        ),
+    ] = None,
+    overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure grounding speed: model-only vs end-to-end images/s, time per stage, phrase scaling, memory.
 
+    With --train-recipe, train the recipe's first stage for 2 epochs with and without cached vision
+    features and report samples/s (--set overrides the recipe).
+
     Example: vgtool bench --model runs/train/best --synthetic 200 --phrases 4 --out bench.json
+
+    Example: vgtool bench --train-recipe train/vlgtr_refcoco.yaml --out train_bench.json
     """
     import json
+
+    if train_recipe is not None:
+        from vgtool.training.config import load_recipe
+        from vgtool.training.throughput import train_throughput
+
+        sets = [*(overrides or []), *([f"device={device}"] if device != "auto" else [])]
+        report = train_throughput(load_recipe(train_recipe, sets), out_json=out, quiet=quiet)
+        typer.echo(json.dumps(report, indent=2))
+        return
 
     from vgtool.bench import bench
 

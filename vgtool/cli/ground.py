@@ -34,7 +34,13 @@ def ground_cli(
     model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vgtool-out"),
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=0, help="Images per batch; 0 picks one.")
+        int,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=0,
+            help="Images per batch; 0 picks the most that fit memory (capped at 16 on CPU, 128 on CUDA).",
+        ),
     ] = 0,
     device: DeviceOpt = "auto",
     threshold: Annotated[
@@ -64,6 +70,10 @@ def ground_cli(
         bool | None,
         typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA, off for CPU)."),
     ] = None,
+    compile_model: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile the model: slow first batches, faster long GPU runs."),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace outputs of a different earlier run in --out.")
     ] = False,
@@ -106,6 +116,7 @@ def ground_cli(
         overwrite=overwrite,
         resume=resume,
         strict=strict,
+        compile=compile_model,
         quiet=quiet,
     )
     try:

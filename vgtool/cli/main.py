@@ -10,6 +10,7 @@ from vgtool import __version__
 from vgtool.cli.bench import bench_cli
 from vgtool.cli.convert import convert_cli
 from vgtool.cli.evaluate import evaluate_cli
+from vgtool.cli.export import export_cli
 from vgtool.cli.ground import ground_cli
 from vgtool.cli.info import info_cli
 from vgtool.cli.init import init_cli
@@ -42,6 +43,7 @@ app.command("evaluate", no_args_is_help=True)(evaluate_cli)
 app.command("synth", no_args_is_help=True)(synth_cli)
 app.command("bench")(bench_cli)
 app.command("convert", no_args_is_help=True)(convert_cli)
+app.command("export", no_args_is_help=True)(export_cli)
 
 
 def _version_callback(value: bool) -> None:

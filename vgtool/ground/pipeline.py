@@ -1,6 +1,10 @@
 """``ground()``: list images -> decode in workers -> encode each image once -> decode all phrases
 per image together -> postprocess -> journal + background writers -> ``annotations.json``.
 
+The loader is a DataLoader over :class:`ImageFileDataset`, the model step is
+:class:`~vgtool.ground.step.GroundingStep` and the sink is :class:`~vgtool.ground.sink.ResultSink`;
+this module wires them together and owns resuming (the journal scan) and the run summary.
+
 The journal line of an image is written before its crops and overlay (those are written on
 background threads), so a resumed run first re-writes any that an interruption lost.
 
@@ -12,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -22,28 +25,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from vgtool.checkpoint import config_hash, load_checkpoint
 from vgtool.data.decode import ImageDecodeError, load_rgb
 from vgtool.data.image_dataset import ImageBatch, ImageFileDataset, collate_images
 from vgtool.data.listing import ImageEntry, list_images
-from vgtool.data.preprocess import PreprocessConfig, normalize
+from vgtool.data.preprocess import PreprocessConfig
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.device import autocast, resolve_device
 from vgtool.errors import InputError
 from vgtool.ground.output_dir import RunState, prepare_output_dir
 from vgtool.ground.phrases import Ontology, build_ontology
+from vgtool.ground.sink import ResultSink, warn, write_image_outputs
+from vgtool.ground.step import GroundingStep
 from vgtool.models.bundled import resolve_model_path
-from vgtool.models.inference import decode_pairs
+from vgtool.models.inference import prepare_for_inference
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
 from vgtool.writers.assemble import assemble_annotations
 from vgtool.writers.background import BackgroundWriter
-from vgtool.writers.coco import detections_to_coco_annotations
-from vgtool.writers.crops import crop_path, write_crops
+from vgtool.writers.crops import crop_path
 from vgtool.writers.journal import Journal, read_journal
 from vgtool.writers.manifest import write_manifest
-from vgtool.writers.overlays import overlay_path, write_overlay
+from vgtool.writers.overlays import overlay_path
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class GroundConfig:
             was made with another model, phrases or postprocessing. Without it, a folder with the
             same settings is resumed too, and an empty one is started.
         strict: stop with an error at the first image that cannot be read.
+        compile: ``torch.compile`` the backbone and decoder (worth it on long GPU runs).
         quiet: no progress bar.
     """
 
@@ -82,6 +86,7 @@ class GroundConfig:
     overwrite: bool = False
     resume: bool = False
     strict: bool = False
+    compile: bool = False
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -103,11 +108,52 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def auto_batch_size(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 8
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(max(8, min(128, free // (256 * 2**20))))
+# Batches stop getting faster per image beyond these sizes (CPU: two cores are kept busy by 8-16).
+MAX_AUTO_BATCH = {"cpu": 16, "cuda": 128}
+
+
+def _available_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def per_image_memory_bytes(net, num_phrases: int) -> int:
+    """A generous estimate of the inference memory one image of a batch needs.
+
+    Input pixels (uint8 and float), the backbone's live activations (about 16 tensors of tokens x
+    width, counting attention and MLP intermediates and the autocast copies) and, per phrase, the
+    decoder's pair activations (the proposal features over every token and the queries' states).
+    """
+    vision = net.vision
+    side = vision.image_size
+    patch = vision.patch_size or 16
+    tokens = (side // patch) ** 2 + vision.num_prefix_tokens
+    width = vision.embed_dim
+    decoder = net.config.decoder
+    pixels = 3 * side * side * (1 + 4)
+    backbone = 16 * tokens * width * 4
+    per_pair = 8 * tokens * decoder.d_model * 4 + 4 * decoder.num_queries * decoder.ffn_dim * 4
+    return pixels + backbone + num_phrases * per_pair
+
+
+def auto_batch_size(device: torch.device, net=None, num_phrases: int = 1) -> int:
+    """Images per model call when none is given: the most that fit in a quarter of the memory that
+    is free now (estimated by :func:`per_image_memory_bytes`), capped where bigger batches stop
+    paying off (16 on CPU, 128 on CUDA), and at least 1."""
+    cap = MAX_AUTO_BATCH["cuda" if device.type == "cuda" else "cpu"]
+    if net is None:
+        return min(8, cap)
+    budget = _available_memory_bytes(device) // 4
+    return int(max(1, min(cap, budget // per_image_memory_bytes(net, num_phrases))))
 
 
 def _auto_workers(num_images: int, batch_size: int) -> int:
@@ -115,12 +161,6 @@ def _auto_workers(num_images: int, batch_size: int) -> int:
     if num_images <= batch_size or cores < 2:
         return 0
     return min(4, cores - 1)
-
-
-def _warn(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 class _Timer:
@@ -139,21 +179,6 @@ class _Timer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
-
-
-def _write_outputs(
-    image_array,
-    annotations: list[dict[str, Any]],
-    state: RunState,
-    file_name: str,
-    crops: bool,
-    overlays: bool,
-) -> None:
-    image = Image.fromarray(image_array)
-    if crops and annotations:
-        write_crops(image, annotations, state.category_names, state.out_dir, file_name)
-    if overlays:
-        write_overlay(image, annotations, state.out_dir, file_name)
 
 
 def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overlays: bool) -> bool:
@@ -214,9 +239,9 @@ def _repair_outputs(
     try:
         image = load_rgb(entry.path)
     except ImageDecodeError as err:
-        _warn(f"cannot re-write the crops/overlay of {entry.path}: {err}")
+        warn(f"cannot re-write the crops/overlay of {entry.path}: {err}")
         return
-    _write_outputs(np.asarray(image), annotations, state, entry.file_name, crops, overlays)
+    write_image_outputs(np.asarray(image), annotations, state, entry.file_name, crops, overlays)
 
 
 @contextmanager
@@ -295,18 +320,30 @@ def ground(
     summary.skipped.extend(journal.skipped)
 
     use_bf16 = device.type == "cuda" if config.bf16 is None else config.bf16
-    batch_size = config.batch_size or auto_batch_size(device)
+    phrase_texts = [p.text for p in ontology.phrases]
+    batch_size = config.batch_size or auto_batch_size(device, net, len(phrase_texts))
+    channels_last = prepare_for_inference(net, device, compile_model=config.compile)
     preprocess = PreprocessConfig.from_model(net)
     tokenizer = PhraseTokenizer.for_model(net)
-    phrase_texts = [p.text for p in ontology.phrases]
     for text in tokenizer.truncated(phrase_texts):
-        _warn(f"phrase {text[:60]!r}... is longer than {tokenizer.max_length} tokens; truncated")
-    postprocess = PostProcess(post_config)
-    category_ids = torch.tensor([ontology.category_id(i) for i in range(len(phrase_texts))])
+        warn(f"phrase {text[:60]!r}... is longer than {tokenizer.max_length} tokens; truncated")
 
     with torch.inference_mode(), autocast(device, use_bf16), timer.measure("text"):
         tokens = {k: v.to(device) for k, v in tokenizer(phrase_texts).items()}
         text_memory = net.encode_text(tokens["input_ids"], tokens["attention_mask"])
+    step = GroundingStep(
+        net=net,
+        device=device,
+        bf16=use_bf16,
+        preprocess=preprocess,
+        postprocess=PostProcess(post_config),
+        text_memory=text_memory,
+        phrase_texts=phrase_texts,
+        category_ids=[ontology.category_id(i) for i in range(len(phrase_texts))],
+        image_ids=[image_id + 1 for image_id, _ in todo],
+        measure=timer.measure,
+        channels_last=channels_last,
+    )
 
     repairs = journal.repairs
     summary.repaired = len(repairs)
@@ -321,7 +358,6 @@ def ground(
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
-    num_phrases = len(phrase_texts)
 
     from tqdm import tqdm
 
@@ -330,7 +366,16 @@ def ground(
     )
     writer = BackgroundWriter(num_threads=2 if workers else 1, max_pending=4 * batch_size)
     try:
-        with Journal(state.journal_path) as journal, _drained(writer):
+        with Journal(state.journal_path) as journal_file, _drained(writer):
+            sink = ResultSink(
+                journal_file,
+                writer,
+                state,
+                todo,
+                crops=config.crops,
+                overlays=config.overlays,
+                strict=config.strict,
+            )
             for entry, anns in repairs:
                 writer.submit(_repair_outputs, entry, anns, state, config.crops, config.overlays)
             batches = iter(loader)
@@ -339,81 +384,16 @@ def ground(
                     batch: ImageBatch | None = next(batches, None)
                 if batch is None:
                     break
-                results: dict[int, list[dict[str, Any]]] = {}
-                if batch.indices:
-                    with torch.inference_mode(), autocast(device, use_bf16):
-                        pixels = normalize(batch.pixels.to(device, non_blocking=True), preprocess)
-                        with timer.measure("backbone"):
-                            image_memory = net.encode_image(pixels)
-                        num_images = len(batch.indices)
-                        image_index = torch.arange(num_images, device=device).repeat_interleave(num_phrases)
-                        text_index = torch.arange(num_phrases, device=device).repeat(num_images)
-                        with timer.measure("decoder"):
-                            outputs = decode_pairs(net, image_memory, text_memory, image_index, text_index)
-                    with timer.measure("postprocess"):
-                        sizes = batch.sizes_wh.repeat_interleave(num_phrases, dim=0)
-                        detections = postprocess(outputs, sizes)
-                        for b, index in enumerate(batch.indices):
-                            anns: list[dict[str, Any]] = []
-                            for p in range(num_phrases):
-                                boxes_xyxy, scores = detections[b * num_phrases + p]
-                                new = detections_to_coco_annotations(
-                                    boxes_xyxy.numpy(),
-                                    scores.numpy(),
-                                    image_id=todo[index][0] + 1,
-                                    category_id=int(category_ids[p]),
-                                    phrase=phrase_texts[p],
-                                    first_id=next_annotation_id,
-                                )
-                                next_annotation_id += len(new)
-                                anns.extend(new)
-                            results[index] = anns
-                for index, _reason in batch.failures:
-                    results[index] = []
-                failures = dict(batch.failures)
-                for index in sorted(results):
-                    image_id, entry = todo[index]
-                    if index in failures:
-                        if config.strict:
-                            raise InputError(f"{entry.path}: {failures[index]}")
-                        _warn(f"skipped {entry.path}: {failures[index]}")
-                        journal.append(
-                            {
-                                "image_id": image_id + 1,
-                                "file_name": entry.file_name,
-                                "skipped": failures[index],
-                            }
-                        )
-                        summary.skipped.append({"file": entry.file_name, "reason": failures[index]})
-                        continue
-                    b = batch.indices.index(index)
-                    width, height = (int(v) for v in batch.sizes_wh[b].tolist())
-                    journal.append(
-                        {
-                            "image_id": image_id + 1,
-                            "file_name": entry.file_name,
-                            "width": width,
-                            "height": height,
-                            "annotations": results[index],
-                        }
-                    )
-                    summary.grounded += 1
-                    if keep_images:
-                        writer.submit(
-                            _write_outputs,
-                            batch.images[b],
-                            results[index],
-                            state,
-                            entry.file_name,
-                            config.crops,
-                            config.overlays,
-                        )
-                journal.flush()
-                bar.update(len(results))
+                results = step(batch, next_annotation_id)
+                next_annotation_id += sum(len(anns) for anns in results.values())
+                finished = sink(batch, results)
+                bar.update(finished)
                 if progress is not None:
-                    progress(len(results))
+                    progress(finished)
     finally:
         bar.close()
+    summary.grounded = sink.grounded
+    summary.skipped.extend(sink.skipped)
     timer.totals["writing_busy"] = writer.busy_seconds
     with timer.measure("assemble"):
         summary.annotations = assemble_annotations(state, entries_count=len(entries))
@@ -432,6 +412,7 @@ def ground(
             "batch_size": batch_size,
             "num_workers": workers,
             "bf16": use_bf16,
+            "channels_last": channels_last,
         },
         started=started,
     )

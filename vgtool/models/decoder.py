@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vgtool.box_ops import inverse_sigmoid
 from vgtool.models.config import DecoderConfig
 
 
@@ -106,7 +107,7 @@ class Decoder(nn.Module):
     def forward(
         self,
         tgt: torch.Tensor,
-        query_pos: torch.Tensor,
+        query_pos: torch.Tensor | None,
         image_keys: torch.Tensor,
         image_values: torch.Tensor,
         text_keys: torch.Tensor,
@@ -114,19 +115,27 @@ class Decoder(nn.Module):
         text_valid: torch.Tensor,
         image_index: torch.Tensor,
         text_index: torch.Tensor,
-    ) -> torch.Tensor:
+        reference_boxes: torch.Tensor | None = None,
+        ref_embed: nn.Module | None = None,
+        box_delta: nn.Module | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decode K (image, phrase) pairs.
 
         Args:
             tgt: ``[K, Q, D]`` initial query states.
-            query_pos: ``[1, Q, D]`` learned query positions.
+            query_pos: ``[1, Q, D]`` learned query positions (None with ``reference_boxes``).
             image_keys, image_values: ``[B, N, D]`` image memory (keys carry the positional encoding).
             text_keys, text_values: ``[P, T, D]`` text memory.
             text_valid: ``[P, T]`` bool, True for real tokens.
             image_index, text_index: ``[K]`` which image and which phrase each pair uses.
+            reference_boxes: ``[K, Q, 4]`` cxcywh in [0, 1], for iterative box refinement: each layer's
+                query positions are ``ref_embed(reference boxes)``, and after each layer the boxes
+                become ``sigmoid(inverse_sigmoid(reference) + box_delta(state))`` (detached as the next
+                layer's reference).
 
         Returns:
-            ``[L, K, Q, D]`` normalised states after each of the L layers.
+            ``[L, K, Q, D]`` normalised states after each of the L layers, and with
+            ``reference_boxes`` the ``[L, K, Q, 4]`` refined cxcywh boxes of each layer (else None).
         """
         num_image_tokens = image_keys.shape[1]
         valid = torch.cat(
@@ -136,12 +145,20 @@ class Decoder(nn.Module):
             ],
             dim=1,
         )[:, None, None, :]
-        states = []
+        states, boxes = [], []
+        reference = reference_boxes
         for layer in self.layers:
             img_k, img_v = layer.cross_attn.project_kv(image_keys, image_values)  # [B, H, N, D/H]
             txt_k, txt_v = layer.cross_attn.project_kv(text_keys, text_values)  # [P, H, T, D/H]
             memory_k = torch.cat([img_k[image_index], txt_k[text_index]], dim=2)
             memory_v = torch.cat([img_v[image_index], txt_v[text_index]], dim=2)
+            if reference is not None:
+                query_pos = ref_embed(reference)
             tgt = layer(tgt, query_pos, memory_k, memory_v, valid)
-            states.append(self.norm(tgt))
-        return torch.stack(states)
+            state = self.norm(tgt)
+            states.append(state)
+            if reference is not None:
+                refined = (inverse_sigmoid(reference) + box_delta(state)).sigmoid()
+                boxes.append(refined)
+                reference = refined.detach()
+        return torch.stack(states), (torch.stack(boxes) if boxes else None)

@@ -27,3 +27,23 @@ def sine_position_2d(height: int, width: int, dim: int, device=None, dtype=None)
     x_part = torch.cat([x_enc.sin(), x_enc.cos()], dim=-1)[None, :, :].expand(height, width, 2 * quarter)
     pos = torch.cat([y_part, x_part], dim=-1).reshape(height * width, dim)
     return pos.to(dtype) if dtype is not None else pos
+
+
+def sine_box_embedding(boxes_cxcywh: torch.Tensor, dim: int, temperature: float = 20.0) -> torch.Tensor:
+    """Sine embedding of boxes, one ``dim / 4`` block per coordinate (as in DAB-DETR).
+
+    Args:
+        boxes_cxcywh: ``[..., 4]`` cxcywh in [0, 1].
+
+    Returns:
+        ``[..., dim]``.
+    """
+    if dim % 8:
+        raise ValueError(f"box embedding dim {dim} must be divisible by 8")
+    eighth = dim // 8
+    freqs = temperature ** (
+        -torch.arange(eighth, device=boxes_cxcywh.device, dtype=torch.float32) / eighth
+    )  # [dim/8]
+    angles = boxes_cxcywh.float().unsqueeze(-1) * 2 * math.pi * freqs  # [..., 4, dim/8]
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)  # [..., 4, dim/4]
+    return emb.flatten(-2).to(boxes_cxcywh.dtype)

@@ -41,7 +41,13 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         text=TextConfig(name=MINILM, pretrained=True, frozen=True, max_length=24),
         decoder=DecoderConfig(
-            d_model=128, num_layers=4, num_heads=4, ffn_dim=512, dropout=0.0, num_queries=10
+            d_model=128,
+            num_layers=4,
+            num_heads=4,
+            ffn_dim=512,
+            dropout=0.0,
+            num_queries=10,
+            query_selection=True,
         ),
     ),
     # Tiny and random: builds offline in about a second. For tests and pipeline checks only.

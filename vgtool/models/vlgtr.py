@@ -4,6 +4,10 @@ image -> vision backbone -> patch tokens -> projection (+2D sine position)  \
 phrase -> text encoder -> token features -> projection (+type embedding)    -> memory
 learned object queries (+ the pooled phrase as their content) -> decoder over memory
 -> class head (object / no-object) and box head (cxcywh in [0, 1]) on every decoder layer.
+
+With ``decoder.query_selection`` (two-stage), the queries are not blank: the phrase modulates every image
+token (FiLM), each token proposes a box and an object score (``enc_outputs``), and the best
+``num_queries`` proposals seed the decoder, which refines their boxes layer by layer.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vgtool.box_ops import inverse_sigmoid
 from vgtool.models.config import NO_OBJECT, OBJECT, ModelConfig
 from vgtool.models.decoder import Decoder
-from vgtool.models.position import sine_position_2d
+from vgtool.models.position import sine_box_embedding, sine_position_2d
 from vgtool.models.text import TextEncoder
 from vgtool.models.vision import VisionBackbone
 
@@ -30,10 +35,12 @@ class ImageMemory:
     Attributes:
         tokens: ``[B, N, D]`` projected patch tokens (decoder values).
         keys: ``[B, N, D]`` tokens plus the 2D positional encoding (decoder keys).
+        grid: ``(h, w)`` of the token grid, ``N = h * w``.
     """
 
     tokens: torch.Tensor
     keys: torch.Tensor
+    grid: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -67,6 +74,74 @@ class MLP(nn.Module):
         return x
 
 
+class BoxPositionEmbedding(nn.Module):
+    """``[..., 4]`` cxcywh reference boxes -> ``[..., D]`` query positions (sine embedding + MLP)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.mlp = MLP(d_model, d_model, d_model, 2)
+
+    def forward(self, boxes_cxcywh: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sine_box_embedding(boxes_cxcywh, self.mlp.layers[0].in_features))
+
+
+class TokenProposals(nn.Module):
+    """First stage of two-stage decoding: phrase-modulated image tokens propose boxes.
+
+    Each token's box starts as a ``initial_size``-sided box centred on its grid cell and is moved by
+    the box MLP in logit space.
+    """
+
+    def __init__(self, d_model: int, initial_size: float = 0.15):
+        super().__init__()
+        self.film = nn.Linear(d_model, 2 * d_model)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.norm = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, 2 * d_model, d_model, 2)
+        self.mlp_norm = nn.LayerNorm(d_model)
+        self.class_head = nn.Linear(d_model, 2)
+        self.box_head = MLP(d_model, d_model, 4, 3)
+        self.initial_size = initial_size
+
+    def forward(self, tokens: torch.Tensor, phrase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modulate and score every token of every pair.
+
+        Args:
+            tokens: ``[K, N, D]`` image tokens of each pair's image, ``N = h * w`` in row-major order.
+            phrase: ``[K, D]`` each pair's phrase vector.
+
+        Returns:
+            ``[K, N, D]`` modulated token features and their ``[K, N, 2]`` (object, no-object) logits.
+        """
+        scale, shift = self.film(phrase).unsqueeze(1).chunk(2, dim=-1)  # [K, 1, D] each
+        features = self.norm(tokens * (1 + scale) + shift)
+        features = self.mlp_norm(features + self.mlp(features))
+        return features, self.class_head(features)
+
+    def boxes(
+        self, features: torch.Tensor, grid: tuple[int, int], token_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Proposed boxes of the tokens.
+
+        Args:
+            features: ``[K, M, D]`` modulated features of M tokens per pair (all N, or those picked).
+            grid: ``(h, w)`` of the full token grid.
+            token_index: ``[K, M]`` which grid token each row is; None means all N in order.
+
+        Returns:
+            ``[K, M, 4]`` cxcywh in [0, 1].
+        """
+        height, width = grid
+        ys = (torch.arange(height, device=features.device, dtype=torch.float32) + 0.5) / height
+        xs = (torch.arange(width, device=features.device, dtype=torch.float32) + 0.5) / width
+        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)  # [N, (cx, cy)]
+        anchors = torch.cat([centres, torch.full_like(centres, self.initial_size)], dim=-1)  # [N, 4]
+        anchors = inverse_sigmoid(anchors).to(features.dtype)
+        anchors = anchors.expand(features.shape[0], -1, -1) if token_index is None else anchors[token_index]
+        return (anchors + self.box_head(features)).sigmoid()
+
+
 class VLGTR(nn.Module):
     """The grounding model. See the module docstring for the data flow."""
 
@@ -84,6 +159,12 @@ class VLGTR(nn.Module):
         self.decoder = Decoder(config.decoder)
         self.class_head = nn.Linear(d, 2)
         self.box_head = MLP(d, d, 4, 3)
+        if config.decoder.query_selection:
+            self.proposals = TokenProposals(d)
+            self.query_content = nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d))
+            self.ref_embed = BoxPositionEmbedding(d)
+            nn.init.zeros_(self.box_head.layers[-1].weight)  # refinement starts at the proposals
+            nn.init.zeros_(self.box_head.layers[-1].bias)
         self.set_frozen(vision=config.vision.frozen, text=config.text.frozen)
 
     # ---- freezing -------------------------------------------------------------------------------
@@ -120,7 +201,7 @@ class VLGTR(nn.Module):
         _, _, height, width = features.shape
         tokens = self.image_proj(features.flatten(2).transpose(1, 2))  # [B, h*w, D]
         pos = sine_position_2d(height, width, tokens.shape[-1], device=tokens.device, dtype=tokens.dtype)
-        return ImageMemory(tokens=tokens, keys=tokens + pos)
+        return ImageMemory(tokens=tokens, keys=tokens + pos, grid=(height, width))
 
     def encode_image(self, pixel_values: torch.Tensor) -> ImageMemory:
         return self.project_image(self.encode_image_features(pixel_values))
@@ -179,10 +260,12 @@ class VLGTR(nn.Module):
             image_index = torch.arange(image.tokens.shape[0], device=image.tokens.device)
         if text_index is None:
             text_index = image_index
+        if self.config.decoder.query_selection:
+            return self._decode_selected(image, text, image_index, text_index)
         num_queries = self.query_pos.num_embeddings
         query_pos = self.query_pos.weight.unsqueeze(0)  # [1, Q, D]
         tgt = self.phrase_proj(text.pooled)[text_index].unsqueeze(1).expand(-1, num_queries, -1)
-        states = self.decoder(
+        states, _ = self.decoder(
             tgt.contiguous(),
             query_pos,
             image.keys,
@@ -195,8 +278,45 @@ class VLGTR(nn.Module):
         )  # [L, K, Q, D]
         logits = self.class_head(states)
         boxes = self.box_head(states).sigmoid()
-        aux = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1], strict=True)]
-        return {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "aux_outputs": aux}
+        return _outputs(logits, boxes)
+
+    def _decode_selected(
+        self, image: ImageMemory, text: TextMemory, image_index: torch.Tensor, text_index: torch.Tensor
+    ) -> dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]:
+        """Two-stage decoding (``decoder.query_selection``); same outputs as :meth:`decode`, plus in
+        training mode ``enc_outputs``, every token's proposal (``[K, N, 2]`` logits, ``[K, N, 4]``
+        boxes) for the loss."""
+        phrase = self.phrase_proj(text.pooled)[text_index]  # [K, D]
+        features, enc_logits = self.proposals(image.keys[image_index], phrase)  # [K, N, D], [K, N, 2]
+        num_queries = min(self.query_pos.num_embeddings, features.shape[1])
+        score = enc_logits[..., OBJECT] - enc_logits[..., NO_OBJECT]  # [K, N]
+        top = score.topk(num_queries, dim=1).indices  # [K, Q]
+        chosen = features.gather(1, top.unsqueeze(-1).expand(-1, -1, features.shape[-1]))  # [K, Q, D]
+        if self.training:  # every token's box is supervised
+            enc_boxes = self.proposals.boxes(features, image.grid)  # [K, N, 4]
+            reference = enc_boxes.gather(1, top.unsqueeze(-1).expand(-1, -1, 4)).detach()  # [K, Q, 4]
+        else:  # only the chosen tokens' boxes are needed
+            reference = self.proposals.boxes(chosen, image.grid, top)
+            enc_boxes = None
+        tgt = self.query_content(chosen) + self.query_pos.weight[:num_queries].unsqueeze(0)
+        states, boxes = self.decoder(
+            tgt,
+            None,
+            image.keys,
+            image.keys,  # values keep the position too, so queries can compare where things are
+            text.keys,
+            text.tokens,
+            text.valid,
+            image_index,
+            text_index,
+            reference_boxes=reference,
+            ref_embed=self.ref_embed,
+            box_delta=self.box_head,
+        )  # [L, K, Q, D], [L, K, Q, 4]
+        out = _outputs(self.class_head(states), boxes)
+        if enc_boxes is not None:
+            out["enc_outputs"] = {"pred_logits": enc_logits, "pred_boxes": enc_boxes}
+        return out
 
     def forward(
         self,
@@ -226,6 +346,14 @@ class VLGTR(nn.Module):
         return self.decode(
             self.project_image(image_features), self.project_text(text_features, attention_mask)
         )
+
+
+def _outputs(
+    logits: torch.Tensor, boxes: torch.Tensor
+) -> dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]:
+    """``[L, K, Q, 2]`` logits and ``[L, K, Q, 4]`` boxes of every layer -> the output dict."""
+    aux = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1], strict=True)]
+    return {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "aux_outputs": aux}
 
 
 def build_model(config: ModelConfig) -> VLGTR:

@@ -130,6 +130,27 @@ def flip_allowed(phrase: str) -> bool:
     return _UNSWAPPABLE_PATTERN.search(phrase) is None
 
 
+def only_mirrors(config: AugmentConfig | None) -> bool:
+    """True when augmentation changes the image at most by a horizontal flip (no crop, no jitter).
+
+    The backbone's input is then one of two images per file, so its features can be cached per
+    (image, mirrored) pair, and a sample's boxes and phrase follow from :func:`draw_flip` alone.
+    """
+    return (
+        config is None or not config.enabled or (config.random_resized_crop == 0 and config.color_jitter == 0)
+    )
+
+
+def draw_flip(phrase: str, rng: np.random.Generator, config: AugmentConfig) -> bool:
+    """The first draw of :func:`augment`: whether the sample is mirrored (needs no pixels)."""
+    return rng.random() < config.hflip and flip_allowed(phrase)
+
+
+def flip_targets(boxes_xyxy: torch.Tensor, phrase: str, width: float) -> tuple[torch.Tensor, str]:
+    """Boxes (``[N, 4]`` xyxy pixels) and phrase of an image ``width`` pixels wide, once mirrored."""
+    return box_ops.hflip_xyxy(boxes_xyxy, width), swap_left_right(phrase)
+
+
 def _crop_size(width: int, height: int, rng: np.random.Generator, min_scale: float) -> tuple[int, int]:
     """Draw a crop's width and height: area fraction in [min_scale, 1], aspect in CROP_ASPECT_RATIOS.
 
@@ -226,10 +247,9 @@ def augment(
     if not config.enabled:
         return image, boxes.numpy().copy(), phrase
 
-    if rng.random() < config.hflip and flip_allowed(phrase):
+    if draw_flip(phrase, rng, config):
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        boxes = box_ops.hflip_xyxy(boxes, width)
-        phrase = swap_left_right(phrase)
+        boxes, phrase = flip_targets(boxes, phrase, width)
 
     if rng.random() < config.random_resized_crop:
         window_xyxy = sample_crop_window_xyxy(width, height, boxes.numpy(), rng, config.crop_min_scale)

@@ -58,7 +58,11 @@ class RecipeConfig:
         batch_size: samples per process and step (the global batch is this times the process count).
         amp: ``bf16`` autocast, or ``none``; ``auto`` means bf16 on CUDA and none on CPU.
         cache_features: train from cached vision features while the backbone is frozen and the
-            augmentation leaves its input unchanged (much faster; see ``feature_cache.py``).
+            augmentation at most flips the image (no crop, no colour jitter): each image (and its
+            mirror image, when flipped) is encoded once and not decoded again once cached. Much
+            faster; see ``feature_cache.py``.
+        cache_features_on_disk: keep those features (fp16) in ``<out>/feature_cache/`` instead of
+            in memory: for datasets too large for RAM, and a resumed run reuses them.
         cache_text: while the text encoder is frozen, encode each distinct phrase once and reuse it.
         save_every_epochs: write ``last/`` every this many epochs (and always at the end of a stage).
         save_every_steps: also write ``last/`` every this many steps (0: only at epoch ends).
@@ -79,6 +83,7 @@ class RecipeConfig:
     amp: Literal["auto", "bf16", "none"] = "auto"
     device: str = "auto"
     cache_features: bool = False
+    cache_features_on_disk: bool = False
     cache_text: bool = True
     eval_every_epochs: int = 1
     save_every_epochs: int = 1

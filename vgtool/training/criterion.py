@@ -31,7 +31,8 @@ class LossConfig:
         class_weight, bbox_weight, giou_weight: weights of ``loss_ce``, ``loss_bbox`` and ``loss_giou``
             in the total ``loss``.
         box_iou_loss: ``giou`` or ``diou``, the overlap loss reported as ``loss_giou``.
-        aux_loss: also supervise every earlier decoder layer (``aux_outputs``).
+        aux_loss: also supervise every earlier decoder layer (``aux_outputs``) and, for two-stage
+            models, the token proposals (``enc_outputs``, losses suffixed ``_enc``).
         match_class, match_bbox, match_giou: the matcher's cost weights (its overlap cost is always GIoU).
     """
 
@@ -104,6 +105,8 @@ class SetCriterion(nn.Module):
         layers = [("", outputs)]
         if self.config.aux_loss:
             layers += [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
+            if "enc_outputs" in outputs:
+                layers.append(("_enc", outputs["enc_outputs"]))
         losses: dict[str, torch.Tensor] = {}
         total = outputs["pred_logits"].new_zeros(())
         for suffix, layer_outputs in layers:

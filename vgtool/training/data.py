@@ -2,15 +2,22 @@
 
 Every random choice of a sample is drawn from a generator seeded by (seed, epoch, sample index),
 so batches are identical whatever the number of workers, and a resumed run sees the same data.
+
+When augmentation at most mirrors the image, each sample also names its backbone input as an
+:data:`~vgtool.training.feature_cache.ImageKey` ``(image path, mirrored)``; the flip is drawn
+before decoding, so an image whose features are cached (``GroundingTrainDataset.cached_sizes``) is
+not decoded at all, and its boxes and phrase come out exactly as if it had been.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from vgtool import box_ops
@@ -19,7 +26,8 @@ from vgtool.data.preprocess import PreprocessConfig, resize_to_input
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.datasets.sample import GroundingSample
 from vgtool.errors import InputError
-from vgtool.training.augment import AugmentConfig, augment
+from vgtool.training.augment import AugmentConfig, augment, draw_flip, flip_targets, only_mirrors
+from vgtool.training.feature_cache import ImageKey
 
 
 @dataclass
@@ -28,32 +36,68 @@ class TrainBatch:
 
     Attributes:
         indices: ``[B]`` sample indices in the dataset.
-        pixels: ``[B, 3, S, S]`` uint8 (normalised on the device).
+        pixels: ``[M, 3, S, S]`` uint8 (normalised on the device) of the rows ``pixel_rows``; M = B
+            unless the dataset skipped decoding images whose features are cached.
+        pixel_rows: ``[M]`` the batch row of each image in ``pixels`` (kept on the CPU).
         input_ids, attention_mask: ``[B, T]`` tokenised phrases.
         targets: per sample ``{"boxes": [n_i, 4] cxcywh in [0, 1]}`` (n_i may be 0).
         phrases: the (augmented) phrases, for per-phrase caches.
+        image_keys: per sample ``(image path, mirrored)``, or None where augmentation does more
+            than mirror (see :class:`TrainItem`).
+        image_sizes: per sample ``TrainItem.image_size``.
     """
 
     indices: torch.Tensor
     pixels: torch.Tensor
+    pixel_rows: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     targets: list[dict[str, torch.Tensor]]
     phrases: list[str]
+    image_keys: list[ImageKey | None]
+    image_sizes: list[tuple[int, int]]
 
     def to(self, device: torch.device) -> TrainBatch:
-        return TrainBatch(
-            indices=self.indices,
+        return replace(
+            self,
             pixels=self.pixels.to(device, non_blocking=True),
             input_ids=self.input_ids.to(device, non_blocking=True),
             attention_mask=self.attention_mask.to(device, non_blocking=True),
             targets=[{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in self.targets],
-            phrases=self.phrases,
         )
 
 
+class TrainItem(NamedTuple):
+    """One sample as :class:`GroundingTrainDataset` returns it.
+
+    Attributes:
+        index: the sample's index in the dataset.
+        pixels: ``[3, S, S]`` uint8, or None when the image was not decoded (its features are cached).
+        boxes_cxcywh: ``[n, 4]`` in [0, 1] of the (augmented) image.
+        phrase: the (augmented) phrase.
+        image_key: ``(image path, mirrored)``, the backbone input, when augmentation at most mirrors
+            the image; None when it crops or jitters (the input is then new every time).
+        image_size: ``(width, height)`` of the (augmented) image before resizing; for a keyed
+            sample, the displayed size of its image file.
+    """
+
+    index: int
+    pixels: torch.Tensor | None
+    boxes_cxcywh: torch.Tensor
+    phrase: str
+    image_key: ImageKey | None
+    image_size: tuple[int, int]
+
+
 class GroundingTrainDataset(Dataset):
-    """Samples -> ``(index, pixels uint8 [3, S, S], boxes cxcywh [n, 4] in [0, 1], phrase)``."""
+    """Samples -> :class:`TrainItem` (decoded, augmented, resized).
+
+    Attributes:
+        cached_sizes: ``(image path, mirrored)`` -> displayed ``(width, height)`` of the images
+            whose backbone features are cached; those are not decoded (``TrainItem.pixels`` is None).
+            None (the default) decodes every image. The trainer passes its cache's live mapping;
+            worker processes see it as it was when the epoch's loader started.
+    """
 
     def __init__(
         self,
@@ -67,6 +111,7 @@ class GroundingTrainDataset(Dataset):
         self.augment_config = augment_config
         self.seed = seed
         self.epoch = 0
+        self.cached_sizes: Mapping[ImageKey, tuple[int, int]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -74,19 +119,45 @@ class GroundingTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> TrainItem:
         sample = self.samples[index]
-        try:
-            image = load_rgb(sample.image_path)
-        except ImageDecodeError as err:
-            raise InputError(f"{sample.image_path}: {err}") from err
-        boxes_xyxy, phrase = sample.boxes_xyxy, sample.phrase
-        if self.augment_config is not None and self.augment_config.enabled:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, boxes_xyxy, phrase = augment(image, boxes_xyxy, phrase, rng, self.augment_config)
+        config = self.augment_config
+        augmenting = config is not None and config.enabled
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if augmenting else None
+        if not only_mirrors(config):
+            image = _decode(sample)
+            image, boxes_xyxy, phrase = augment(image, sample.boxes_xyxy, sample.phrase, rng, config)
+            return self._item(index, image, boxes_xyxy, phrase, None, image.size)
+        # At most a flip: draw it first, so a cached image need not be decoded (same draws as augment()).
+        mirrored = augmenting and draw_flip(sample.phrase, rng, config)
+        key = (str(sample.image_path), mirrored)
+        size = self.cached_sizes.get(key) if self.cached_sizes is not None else None
+        image = None
+        if size is None:
+            image = _decode(sample)
+            size = image.size
+            if mirrored:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        boxes_xyxy, phrase = torch.as_tensor(sample.boxes_xyxy).reshape(-1, 4), sample.phrase
+        if augmenting:
+            boxes_xyxy = box_ops.clip_xyxy(boxes_xyxy, *size)
+            if mirrored:
+                boxes_xyxy, phrase = flip_targets(boxes_xyxy, phrase, size[0])
+        return self._item(index, image, boxes_xyxy, phrase, key, size)
+
+    def _item(self, index, image, boxes_xyxy, phrase, key, size) -> TrainItem:
+        width, height = size
         boxes = torch.as_tensor(boxes_xyxy, dtype=torch.float32).reshape(-1, 4)
-        boxes_cxcywh = box_ops.xyxy_to_cxcywh(box_ops.normalize_pixels(boxes, image.width, image.height))
-        return index, resize_to_input(image, self.preprocess), boxes_cxcywh.clamp(0, 1), phrase
+        boxes_cxcywh = box_ops.xyxy_to_cxcywh(box_ops.normalize_pixels(boxes, width, height)).clamp(0, 1)
+        pixels = None if image is None else resize_to_input(image, self.preprocess)
+        return TrainItem(index, pixels, boxes_cxcywh, phrase, key, (int(width), int(height)))
+
+
+def _decode(sample: GroundingSample) -> Image.Image:
+    try:
+        return load_rgb(sample.image_path)
+    except ImageDecodeError as err:
+        raise InputError(f"{sample.image_path}: {err}") from err
 
 
 class TrainCollate:
@@ -95,16 +166,24 @@ class TrainCollate:
     def __init__(self, tokenizer: PhraseTokenizer):
         self.tokenizer = tokenizer
 
-    def __call__(self, items) -> TrainBatch:
-        indices, pixels, boxes, phrases = zip(*items, strict=True)
-        tokens = self.tokenizer(list(phrases))
+    def __call__(self, items: Sequence[TrainItem]) -> TrainBatch:
+        rows = [i for i, item in enumerate(items) if item.pixels is not None]
+        pixels = (
+            torch.stack([items[i].pixels for i in rows])
+            if rows
+            else torch.zeros((0, 3, 0, 0), dtype=torch.uint8)
+        )
+        tokens = self.tokenizer([item.phrase for item in items])
         return TrainBatch(
-            indices=torch.tensor(indices),
-            pixels=torch.stack(pixels),
+            indices=torch.tensor([item.index for item in items]),
+            pixels=pixels,
+            pixel_rows=torch.tensor(rows, dtype=torch.long),
             input_ids=tokens["input_ids"],
             attention_mask=tokens["attention_mask"],
-            targets=[{"boxes": b} for b in boxes],
-            phrases=list(phrases),
+            targets=[{"boxes": item.boxes_cxcywh} for item in items],
+            phrases=[item.phrase for item in items],
+            image_keys=[item.image_key for item in items],
+            image_sizes=[item.image_size for item in items],
         )
 
 

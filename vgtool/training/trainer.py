@@ -6,6 +6,7 @@ Layout of ``out_dir``:
     curves.png         loss, learning rate and validation accuracy
     last/              latest checkpoint + optimizer + counters + RNG (what ``--resume`` reads)
     best/              checkpoint with the best validation Acc@0.5
+    feature_cache/     cached vision features, with ``cache_features_on_disk`` only
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ from vgtool.training.config import RecipeConfig, StageConfig
 from vgtool.training.criterion import SetCriterion
 from vgtool.training.data import GroundingTrainDataset, TrainCollate, epoch_order
 from vgtool.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
-from vgtool.training.feature_cache import TextFeatureCache
+from vgtool.training.feature_cache import (
+    ImageFeatureCache,
+    TextFeatureCache,
+    backbone_fingerprint,
+    image_cache_blocker,
+)
 from vgtool.training.plots import plot_curves
 from vgtool.training.schedule import warmup_cosine
 from vgtool.training.state import load_training_state, optimizer_state_from, restore_rng, save_training_state
@@ -116,6 +122,27 @@ def _configure_stage(model: VLGTR, stage: StageConfig) -> None:
         vision=replace(config.vision, frozen=config.vision.frozen and not train_vision),
         text=replace(config.text, frozen=config.text.frozen and not train_text),
     )
+
+
+def _image_cache_for_stage(
+    cache: ImageFeatureCache | None,
+    recipe: RecipeConfig,
+    model: VLGTR,
+    device: torch.device,
+    out_dir: Path,
+    fingerprint_parts: tuple,
+) -> tuple[ImageFeatureCache | None, str]:
+    """The vision-feature cache for a stage (the earlier stage's, while the backbone stayed frozen)
+    and how vision features are obtained, in words."""
+    blocker = image_cache_blocker(recipe.cache_features, model.vision_frozen, recipe.augment)
+    if blocker is not None:
+        return None, f"computed every step ({blocker})"
+    if cache is None:
+        directory = None
+        if recipe.cache_features_on_disk:
+            directory = out_dir / "feature_cache" / backbone_fingerprint(model, *fingerprint_parts)
+        cache = ImageFeatureCache(model, device, directory=directory)
+    return cache, f"from the cache ({cache.where}; {len(cache)} images cached so far)"
 
 
 def _build_model(recipe: RecipeConfig) -> VLGTR:
@@ -204,6 +231,7 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
     metrics_path = out_dir / "metrics.jsonl"
     last_val: dict[str, Any] = {}
     epochs_before = [sum(s.epochs for s in recipe.stages[:i]) for i in range(len(recipe.stages))]
+    image_cache: ImageFeatureCache | None = None
 
     if resume and info.is_main and metrics_path.exists():
         # Steps after the last save are trained again; drop their old log lines so none repeat.
@@ -223,6 +251,7 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
         stage = recipe.stages[counters.stage]
         _configure_stage(model, stage)
         groups = _param_groups(model, stage, recipe.weight_decay)
+        trainable = [p for p in model.parameters() if p.requires_grad]  # for clipping, once a stage
         optimizer = torch.optim.AdamW(groups) if recipe.optimizer == "adamw" else torch.optim.SGD(groups)
         if resume_document is not None:
             optimizer.load_state_dict(optimizer_state_from(resume_document, resume_tensors))
@@ -231,6 +260,13 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
         text_cache = None
         if recipe.cache_text and model.text_frozen:
             text_cache = TextFeatureCache(model, tokenizer, device, torch.float32)
+        image_cache, image_mode = _image_cache_for_stage(
+            image_cache, recipe, model, device, out_dir, (preprocess, bf16, str(device))
+        )
+        dataset.cached_sizes = image_cache.sizes if image_cache is not None else None
+        logger.info("%s: vision features %s", stage.name, image_mode)
+        if info.is_main and not quiet:
+            tqdm.write(f"{stage.name}: vision features {image_mode}")
         trained = model
         if info.enabled:
             trained = torch.nn.parallel.DistributedDataParallel(
@@ -273,10 +309,14 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                 if text_cache is not None:
                     cached["text_features"], attention_mask = text_cache(batch.phrases)
                     input_ids = None
+                pixels = normalize(batch.pixels, preprocess)  # [M, 3, S, S]; M < B only with image_cache
                 with autocast(device, bf16):
-                    outputs = trained(
-                        normalize(batch.pixels, preprocess), input_ids, attention_mask, **cached
-                    )
+                    if image_cache is not None:
+                        cached["image_features"] = image_cache(
+                            batch.image_keys, pixels, batch.pixel_rows.tolist(), batch.image_sizes
+                        )
+                        pixels = None
+                    outputs = trained(pixels, input_ids, attention_mask, **cached)
                 losses = criterion(
                     outputs, batch.targets, num_boxes=max(num_boxes.item() / info.world_size, 1.0)
                 )
@@ -290,9 +330,7 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if recipe.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for p in model.parameters() if p.requires_grad], recipe.grad_clip
-                    )
+                    torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
                 optimizer.step()
                 counters.step += 1
                 counters.batch += 1
@@ -302,6 +340,9 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                     record = {"type": "train", "step": counters.step, "epoch": global_epoch + 1, "lr": lr}
                     record.update({k: round(v.item(), 6) for k, v in losses.items() if not k[-1].isdigit()})
                     record["loss"] = round(global_loss.item(), 6)
+                    if image_cache is not None:
+                        record["image_cache_hits"] = image_cache.hits
+                        record["image_cache_misses"] = image_cache.misses
                     log(record)
                 if recipe.save_every_steps and counters.step % recipe.save_every_steps == 0:
                     _save_last(model, optimizer, counters, recipe, last_dir, info)
