@@ -20,12 +20,9 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt | $(BIN)/python
 
 setup: $(VENV)/.installed
 
-# Until a trained default model is bundled, the demo runs on an untrained checkpoint made here
-# (random boxes): it shows the whole pipeline and its outputs, not accuracy.
+# The bundled default model (vgtool/assets/models/default) on the bundled example images.
 demo: setup
-	$(BIN)/vgtool init --preset vlgtr-tiny --seed 0 --out runs/demo-model
-	$(BIN)/vgtool ground $(EXAMPLES) --phrases-file $(EXAMPLES)/phrases.txt --model runs/demo-model \
-		--threshold 0 --top-k 1 --out runs/demo
+	$(BIN)/vgtool ground $(EXAMPLES) --phrases-file $(EXAMPLES)/phrases.txt --out runs/demo --overwrite
 
 test: setup
 	$(BIN)/ruff check vgtool tests

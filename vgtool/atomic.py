@@ -10,13 +10,26 @@ from pathlib import Path
 from typing import IO
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (single-threaded): os.umask can only be read by setting it, which would race
+# with the background writer threads.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` in one rename,
-    so readers see either the old or the new file, never half of one. On error it is removed."""
+    so readers see either the old or the new file, never half of one. On error it is removed.
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; outputs get the usual permissions
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()

@@ -180,8 +180,13 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval()
 
 
-def export_checkpoint(source: str | Path, out: str | Path, *, fp16: bool = True) -> tuple[Path, int]:
+def export_checkpoint(
+    source: str | Path, out: str | Path, *, fp16: bool = True, postprocess: dict[str, Any] | None = None
+) -> tuple[Path, int]:
     """Load ``source`` strictly and write it to ``out`` (fp16 weights by default), keeping its metadata.
+
+    Args:
+        postprocess: stored as ``meta.postprocess`` (e.g. the calibrated default ``threshold``).
 
     Returns:
         The written folder and the total size of its files in bytes.
@@ -191,5 +196,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, fp16: bool = True)
     model = load_checkpoint(source)
     meta = dict(document.get("meta") or {})
     meta["exported_from"] = str(source)
+    if postprocess is not None:
+        meta["postprocess"] = postprocess
     save_checkpoint(model, out, extra=meta, dtype=torch.float16 if fp16 else None)
     return out, sum(p.stat().st_size for p in out.iterdir() if p.is_file())

@@ -24,6 +24,13 @@ def bench_cli(
     out: Annotated[Path, typer.Option("--out", "-o", help="Write the report as JSON here.")] = Path(
         "bench.json"
     ),
+    memory_scaling: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-scaling",
+            help="Also run separate grounding jobs over these image counts (e.g. 200,2000) and report peak memory of each.",
+        ),
+    ] = None,
     train_recipe: Annotated[
         Path | None,
         typer.Option(
@@ -41,6 +48,8 @@ def bench_cli(
 
     Example: vgtool bench --model runs/train/best --synthetic 200 --phrases 4 --out bench.json
 
+    Example: vgtool bench --phrases 4 --memory-scaling 200,2000   (the bundled model; memory flat?)
+
     Example: vgtool bench --train-recipe train/vlgtr_refcoco.yaml --out train_bench.json
     """
     import json
@@ -56,6 +65,14 @@ def bench_cli(
 
     from vgtool.bench import bench
 
+    counts: tuple[int, ...] = ()
+    if memory_scaling:
+        try:
+            counts = tuple(int(part) for part in memory_scaling.split(",") if part.strip())
+        except ValueError:
+            raise typer.BadParameter(f"expected counts like 200,2000, not {memory_scaling!r}") from None
+        if len(counts) < 2 or min(counts) < 1:
+            raise typer.BadParameter("give at least two image counts >= 1, e.g. 200,2000")
     report = bench(
         model=model,
         images=images,
@@ -65,6 +82,7 @@ def bench_cli(
         batch_size=batch_size,
         bf16=bf16,
         out_json=out,
+        memory_scaling=counts,
         quiet=quiet,
     )
     typer.echo(json.dumps(report, indent=2))

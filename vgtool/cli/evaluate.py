@@ -75,11 +75,15 @@ def evaluate_cli(
     ] = None,
     out: OutDirOpt = Path("eval-out"),
     threshold: Annotated[
-        float,
+        float | None,
         typer.Option(
-            "--threshold", "-t", min=0.0, max=1.0, help="Score at which a box for an absent object counts."
+            "--threshold",
+            "-t",
+            min=0.0,
+            max=1.0,
+            help="Score at which a box for an absent object counts. Default: the model's calibrated threshold, else 0.5.",
         ),
-    ] = 0.5,
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")] = 16,
     device: DeviceOpt = "auto",
     bf16: Annotated[

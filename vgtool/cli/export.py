@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from vgtool.cli.options import DeviceOpt, QuietOpt
+
 
 def export_cli(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/train/best.")],
@@ -14,14 +16,46 @@ def export_cli(
     fp16: Annotated[
         bool, typer.Option("--fp16/--fp32", help="Store weights in fp16 (half the size; loads back as fp32).")
     ] = True,
+    calibrate: Annotated[
+        str | None,
+        typer.Option(
+            "--calibrate",
+            help="Validation data: store the lowest threshold at which at most --max-no-object-fp of its "
+            "phrases that name nothing get a box, as the model's default --threshold.",
+        ),
+    ] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split of --calibrate data, e.g. val.")] = None,
+    max_no_object_fp: Annotated[
+        float, typer.Option("--max-no-object-fp", min=0.0, max=1.0, help="See --calibrate.")
+    ] = 0.1,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a checkpoint again, slim: fp16 weights, frozen pretrained parts referenced by name.
 
-    Its metadata (training step, validation metrics) is kept.
+    Its metadata (training step, validation metrics) is kept. With --calibrate, the model's default
+    score threshold is chosen on that data (use a validation split, never the test split).
 
-    Example: vgtool export runs/synth-default/best --out vgtool/assets/models/default
+    Example: vgtool export runs/synth-default/best --out vgtool/assets/models/default --calibrate data/synth --split val
     """
     from vgtool.checkpoint import export_checkpoint
 
-    path, size = export_checkpoint(checkpoint, out, fp16=fp16)
+    postprocess = None
+    if calibrate is not None:
+        from vgtool.checkpoint import load_checkpoint
+        from vgtool.datasets import DataConfig, load_samples
+        from vgtool.evaluation.calibrate import calibrate as choose_threshold
+
+        samples = load_samples(DataConfig(path=calibrate, split=split))
+        model = load_checkpoint(checkpoint).eval()
+        postprocess = choose_threshold(
+            model, samples, max_no_object_fp=max_no_object_fp, device=device, quiet=quiet
+        )
+        postprocess["calibrated_on"] = f"{calibrate}" + (f" (split {split})" if split else "")
+        typer.echo(
+            f"threshold {postprocess['threshold']}: {postprocess['no_object_fp_rate']:.1%} of "
+            f"{postprocess['n_no_object']} phrases that name nothing get a box",
+            err=True,
+        )
+    path, size = export_checkpoint(checkpoint, out, fp16=fp16, postprocess=postprocess)
     typer.echo(f"wrote {path} ({size / 2**20:.1f} MiB)")

@@ -44,8 +44,15 @@ def ground_cli(
     ] = 0,
     device: DeviceOpt = "auto",
     threshold: Annotated[
-        float, typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Keep boxes scoring at least this.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            "--threshold",
+            "-t",
+            min=0.0,
+            max=1.0,
+            help="Keep boxes scoring at least this. Default: the model's calibrated threshold (vgtool info shows it), else 0.5.",
+        ),
+    ] = None,
     top_k: Annotated[
         int, typer.Option("--top-k", "-k", min=0, help="At most K boxes per phrase and image; 0 = all.")
     ] = 0,

@@ -32,5 +32,6 @@ def info_cli(
             f"  {part:<8} {row['total']:>12,} params  {row['trainable']:>12,} trainable  "
             f"source: {row['source']}  ({row['weights']})"
         )
+    typer.echo(f"default threshold: {description['default_threshold']}")
     typer.echo("config:")
     typer.echo(json.dumps(description["config"], indent=2))

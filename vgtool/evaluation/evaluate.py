@@ -20,7 +20,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from vgtool.atomic import write_bytes_atomic
 from vgtool.box_ops import nms
 from vgtool.datasets import DataConfig, GroundingSample, load_samples
 from vgtool.errors import InputError
+from vgtool.evaluation.calibrate import FALLBACK_THRESHOLD
 from vgtool.evaluation.metrics import (
     coco_map,
     grounding_accuracy,
@@ -48,7 +49,8 @@ class EvalConfig:
     """Settings of an evaluation.
 
     Attributes:
-        threshold: a detection scoring at least this counts as a box for a no-object phrase.
+        threshold: a detection scoring at least this counts as a box for a no-object phrase; None
+            uses the model's calibrated default (0.5 for predictions files and uncalibrated models).
         map_min_score: detections for mAP (and the no-object rate) score at least this.
         nms_iou: NMS IoU for detections; 1.0 disables NMS.
         batch_size: images per model call.
@@ -59,7 +61,7 @@ class EvalConfig:
         quiet: no progress bar.
     """
 
-    threshold: float = 0.5
+    threshold: float | None = None
     map_min_score: float = 0.05
     nms_iou: float = 0.7
     batch_size: int = 16
@@ -145,6 +147,8 @@ def score_predictions(
     """
     if len(samples) != len(predictions):
         raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
+    if config.threshold is None:
+        config = replace(config, threshold=FALLBACK_THRESHOLD)
     ious = top1_ious(
         [p[0] for p in predictions], [p[1] for p in predictions], [s.boxes_xyxy for s in samples]
     )
@@ -260,13 +264,17 @@ def evaluate_model(
     """
     from vgtool.checkpoint import load_checkpoint
     from vgtool.device import resolve_device
+    from vgtool.evaluation.calibrate import model_threshold
     from vgtool.evaluation.predict import predict_samples
     from vgtool.models.bundled import resolve_model_path
 
     config = config or EvalConfig()
+    model_path = resolve_model_path(model)
+    if config.threshold is None:
+        config = replace(config, threshold=model_threshold(model_path))
     samples = _load_samples(data)
     device = resolve_device(config.device)
-    net = load_checkpoint(resolve_model_path(model), device=device)
+    net = load_checkpoint(model_path, device=device)
     predictions = predict_samples(
         net,
         samples,
@@ -321,6 +329,8 @@ def evaluate_predictions(
         The metrics, as written to ``metrics.json``.
     """
     config = config or EvalConfig()
+    if config.threshold is None:
+        config = replace(config, threshold=FALLBACK_THRESHOLD)
     samples = _load_samples(data)
     per_sample, counts = load_prediction_file(Path(predictions), samples, data)
     metrics = score_predictions(samples, per_sample, config=config)

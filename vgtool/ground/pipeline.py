@@ -34,6 +34,7 @@ from vgtool.data.preprocess import PreprocessConfig
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.device import autocast, resolve_device
 from vgtool.errors import InputError
+from vgtool.evaluation.calibrate import model_threshold
 from vgtool.ground.output_dir import RunState, prepare_output_dir
 from vgtool.ground.phrases import Ontology, build_ontology
 from vgtool.ground.sink import ResultSink, warn, write_image_outputs
@@ -56,7 +57,8 @@ class GroundConfig:
     """Settings of a grounding run (everything but the inputs, phrases and model).
 
     Attributes:
-        threshold, top_k, nms_iou: see :class:`PostProcessConfig`.
+        threshold, top_k, nms_iou: see :class:`PostProcessConfig`; threshold None uses the model's
+            calibrated default (``meta.postprocess.threshold``; 0.5 if it has none).
         batch_size: images per model call; 0 picks one for the device.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         num_workers: DataLoader worker processes for decoding; -1 picks a number.
@@ -72,7 +74,7 @@ class GroundConfig:
         quiet: no progress bar.
     """
 
-    threshold: float = 0.5
+    threshold: float | None = None
     top_k: int = 0
     nms_iou: float = 0.7
     batch_size: int = 0
@@ -301,7 +303,8 @@ def ground(
     with timer.measure("load_model"):
         net = load_checkpoint(model_path, device=device)
     model_hash = config_hash(net.config)
-    post_config = PostProcessConfig(threshold=config.threshold, top_k=config.top_k, nms_iou=config.nms_iou)
+    threshold = model_threshold(model_path) if config.threshold is None else config.threshold
+    post_config = PostProcessConfig(threshold=threshold, top_k=config.top_k, nms_iou=config.nms_iou)
     state = prepare_output_dir(
         Path(out_dir),
         model_path=model_path,

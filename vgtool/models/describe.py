@@ -11,6 +11,7 @@ from vgtool.config import to_dict
 def describe_checkpoint(model: str | Path) -> dict[str, Any]:
     """Load a checkpoint and describe it (``vgtool info``)."""
     from vgtool.checkpoint import config_hash, load_checkpoint, referenced_parts
+    from vgtool.evaluation.calibrate import model_threshold
     from vgtool.models.bundled import resolve_model_path
 
     path = resolve_model_path(model)
@@ -53,6 +54,7 @@ def describe_checkpoint(model: str | Path) -> dict[str, Any]:
         "architecture": config.architecture,
         "config_hash": config_hash(config),
         "parameters": {"total": total, "trainable": trainable},
+        "default_threshold": model_threshold(path),
         "parts": parts,
         "config": to_dict(config),
     }

@@ -27,17 +27,22 @@ PRESETS: dict[str, ModelConfig] = {
         vision=VisionConfig(source="hf", name="facebook/dinov2-small", image_size=224),
         text=TextConfig(name="roberta-base"),
     ),
-    # Candidate for the bundled default model (train/vlgtr_synth_default.yaml): a small ViT trained
-    # from scratch on `vgtool synth` data, with the pretrained MiniLM text encoder kept frozen
-    # (referenced by name, so the checkpoint stays small).
+    # The bundled default model (train/vlgtr_synth_default.yaml): a small ResNet trained from scratch
+    # on `vgtool synth` data (8x8 feature map at 128 px), two-stage decoding, and the pretrained
+    # MiniLM text encoder kept frozen (referenced by name, so the checkpoint stays small).
     "vlgtr-synth-small": ModelConfig(
         vision=VisionConfig(
             source="timm",
-            name="vit_tiny_patch16_224",
+            name="resnet18",
             pretrained=False,
             frozen=False,
             image_size=128,
-            kwargs={"patch_size": 16, "embed_dim": 192, "depth": 4, "num_heads": 4},
+            kwargs={
+                "layers": [1, 1, 1, 1],
+                "channels": [32, 64, 96, 128],
+                "stem_width": 32,
+                "output_stride": 16,
+            },
         ),
         text=TextConfig(name=MINILM, pretrained=True, frozen=True, max_length=24),
         decoder=DecoderConfig(

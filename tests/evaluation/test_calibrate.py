@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vgtool.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from vgtool.evaluation.calibrate import FALLBACK_THRESHOLD, lowest_threshold, model_threshold
+
+
+def test_lowest_threshold_meets_the_rate_on_the_grid():
+    scores = [0.9, 0.8, 0.72, 0.3, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0]
+    assert lowest_threshold(scores, 0.1) == 0.81  # only 0.9 may stay above: 1 of 10
+    assert lowest_threshold(scores, 0.3) == 0.31  # 0.9, 0.8 and 0.72: 3 of 10
+    assert lowest_threshold(scores, 1.0) == 0.05
+    assert lowest_threshold([1.0, 1.0], 0.0) == 0.99  # cannot be met: the highest threshold
+    with pytest.raises(ValueError, match="no phrases"):
+        lowest_threshold([], 0.1)
+
+
+def test_threshold_is_stored_by_export_and_used_by_ground(tiny_checkpoint, tmp_path, image_folder):
+    from vgtool.checkpoint import export_checkpoint
+    from vgtool.ground.pipeline import GroundConfig, ground
+
+    assert model_threshold(tiny_checkpoint) == FALLBACK_THRESHOLD
+    export_checkpoint(tiny_checkpoint, tmp_path / "calibrated", postprocess={"threshold": 0.0})
+    assert model_threshold(tmp_path / "calibrated") == 0.0
+    _, document = read_checkpoint_config(tmp_path / "calibrated")
+    assert document["meta"]["postprocess"] == {"threshold": 0.0}
+
+    config = GroundConfig(device="cpu", crops=False, overlays=False, quiet=True, recursive=True)
+    summary = ground(
+        [image_folder], ["a dog"], out_dir=tmp_path / "a", model=tmp_path / "calibrated", config=config
+    )
+    # Threshold 0 keeps every box NMS leaves: at least one per image (the tiny model's scores are > 0).
+    assert summary.annotations >= summary.grounded == 5
+    explicit = GroundConfig(
+        device="cpu", crops=False, overlays=False, quiet=True, recursive=True, threshold=1.0
+    )
+    summary = ground(
+        [image_folder], ["a dog"], out_dir=tmp_path / "b", model=tmp_path / "calibrated", config=explicit
+    )
+    assert summary.annotations == 0  # --threshold wins over the model's
+
+
+def test_calibrate_picks_a_threshold_from_no_object_phrases(tiny_checkpoint, tmp_path):
+    from tests.conftest import random_image
+    from vgtool.datasets.sample import GroundingSample
+    from vgtool.evaluation.calibrate import GRID, calibrate
+
+    samples = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        random_image(64, 48, seed=i).save(path)
+        samples.append(
+            GroundingSample(
+                image_path=path, phrase="a dog", boxes_xyxy=np.zeros((0, 4), np.float32), image_id=i
+            )
+        )
+    model = load_checkpoint(tiny_checkpoint).eval()
+    result = calibrate(model, samples, max_no_object_fp=1 / 3, device="cpu", quiet=True)
+    assert result["n_no_object"] == 3
+    assert result["threshold"] in GRID
+    assert result["no_object_fp_rate"] <= 1 / 3
+    save_checkpoint(model, tmp_path / "ckpt", extra={"postprocess": result})
+    assert model_threshold(tmp_path / "ckpt") == result["threshold"]

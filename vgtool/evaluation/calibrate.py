@@ -1,0 +1,82 @@
+"""A model's default score threshold, chosen on validation data and stored in its checkpoint.
+
+Score scales differ between models (the number of queries and the no-object weight shift them), so
+one fixed threshold fits none of them well. ``vgtool export --calibrate DATA`` picks the lowest
+threshold at which at most ``max_no_object_fp`` of the validation phrases that name nothing get a
+box, and stores it under ``meta.postprocess.threshold``; ``vgtool ground`` and ``vgtool evaluate``
+use it when ``--threshold`` is not given (0.5 for a checkpoint without one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FALLBACK_THRESHOLD = 0.5
+GRID = np.round(np.arange(0.05, 1.0, 0.01), 2)  # thresholds considered, 0.05 .. 0.99
+
+
+def lowest_threshold(no_object_max_scores: Sequence[float], max_rate: float) -> float:
+    """The lowest threshold of :data:`GRID` at which at most ``max_rate`` of the phrases get a box.
+
+    Args:
+        no_object_max_scores: per phrase whose object is absent, the highest score of its boxes
+            (0 when it has none).
+        max_rate: the largest acceptable fraction of such phrases with a box.
+    """
+    scores = np.asarray(no_object_max_scores, dtype=np.float64)
+    if not len(scores):
+        raise ValueError("no phrases without a box to calibrate on")
+    for threshold in GRID:
+        if (scores >= threshold).mean() <= max_rate:
+            return float(threshold)
+    return float(GRID[-1])
+
+
+def model_threshold(model_path: str | Path) -> float:
+    """The default threshold stored in a checkpoint, or :data:`FALLBACK_THRESHOLD`."""
+    from vgtool.checkpoint import read_checkpoint_config
+
+    _, document = read_checkpoint_config(model_path)
+    value = ((document.get("meta") or {}).get("postprocess") or {}).get("threshold")
+    return float(value) if isinstance(value, int | float) else FALLBACK_THRESHOLD
+
+
+def calibrate(
+    model,
+    samples,
+    *,
+    max_no_object_fp: float = 0.1,
+    nms_iou: float = 0.7,
+    device: str = "auto",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Choose the threshold for ``model`` on ``samples`` (a validation split with no-object phrases).
+
+    Returns:
+        ``{"threshold", "max_no_object_fp", "no_object_fp_rate", "n_no_object", "nms_iou"}``, to be
+        stored as ``meta.postprocess`` of the checkpoint.
+    """
+    from vgtool.evaluation.evaluate import EvalConfig, detection_indices
+    from vgtool.evaluation.predict import predict_samples
+
+    absent = [s for s in samples if len(s.boxes_xyxy) == 0]
+    if not absent:
+        raise ValueError("the calibration data has no phrases that name nothing")
+    predictions = predict_samples(model, absent, device=device, progress=not quiet)
+    config = EvalConfig(threshold=GRID[0], nms_iou=nms_iou)
+    maxima = []
+    for boxes, scores in predictions:
+        kept = scores[detection_indices(boxes, scores, config)]
+        maxima.append(float(kept.max()) if len(kept) else 0.0)
+    threshold = lowest_threshold(maxima, max_no_object_fp)
+    return {
+        "threshold": threshold,
+        "max_no_object_fp": max_no_object_fp,
+        "no_object_fp_rate": round(float((np.asarray(maxima) >= threshold).mean()), 4),
+        "n_no_object": len(absent),
+        "nms_iou": nms_iou,
+    }
