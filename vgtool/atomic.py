@@ -22,18 +22,25 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_open(
+    path: str | Path, mode: str = "wb", encoding: str | None = None, *, durable: bool = True
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` in one rename,
     so readers see either the old or the new file, never half of one. On error it is removed.
-    The file gets the permissions a plain ``open`` would give it (0666 less the umask)."""
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask).
+
+    ``durable`` also fsyncs the data before the rename, so the file survives a power cut, not just
+    a killed process. Outputs that can be made again from the journal (crops, overlays) skip it:
+    on a real disk an fsync per file costs more than drawing the file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; outputs get the usual permissions
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -113,10 +113,13 @@ from vgtool.ground.pipeline import GroundConfig, ground
 args = json.loads(sys.argv[1])
 ground([args["images"]], args["phrases"], out_dir=args["out"], model=args["model"],
        config=GroundConfig(batch_size=args["batch_size"], device=args["device"], bf16=args["bf16"], quiet=True))
-print(json.dumps({
-    "main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-}))
+main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+try:  # ru_maxrss survives exec on Linux (it would report the parent's peak); VmHWM starts afresh
+    with open("/proc/self/status") as status:
+        main = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
+except (OSError, StopIteration):
+    pass
+print(json.dumps({"main": main, "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 

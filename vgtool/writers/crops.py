@@ -41,7 +41,9 @@ def write_crops(
     for ann in annotations:
         path = crop_path(out_dir, category_names[ann["category_id"]], file_name, ann["id"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path, "wb") as handle:  # a kill never leaves a half-written crop behind
+        with atomic_open(
+            path, "wb", durable=False
+        ) as handle:  # a kill never leaves a half-written crop behind
             image.crop(crop_box_xyxy(ann["bbox"], image.width, image.height)).save(
                 handle, "JPEG", quality=quality
             )

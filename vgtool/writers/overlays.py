@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,13 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def _metrics(font) -> tuple[int, int]:
+    if hasattr(font, "getmetrics"):
+        return font.getmetrics()
+    _, top, _, bottom = font.getbbox("Ag")
+    return bottom, max(0, -top)
+
+
 def overlay_path(out_dir: Path, file_name: str) -> Path:
     """``overlays/<relative path>.jpg``, keeping the relative folders.
 
@@ -48,13 +56,15 @@ def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> I
     side = min(canvas.width, canvas.height)
     line = max(2, round(side / 200))
     font = _font(max(11, round(side / 40)))
+    ascent, descent = _metrics(font)
     for ann in sorted(annotations, key=lambda a: a["score"]):  # best drawn last, on top
         x, y, w, h = ann["bbox"]
         colour = category_colour(ann["category_id"])
         draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
         label = f"{ann['phrase']} {ann['score']:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        text_w, text_h = right - left, bottom - top
+        # Width from layout alone and height from the font's metrics: no glyph is rendered twice.
+        text_w, text_h = math.ceil(font.getlength(label)), ascent + descent
+        left, top = 0, 0
         pad = max(2, line)
         ty = y - text_h - 2 * pad if y - text_h - 2 * pad >= 0 else y
         tx = min(max(x, 0), max(canvas.width - text_w - 2 * pad, 0))
@@ -78,6 +88,8 @@ def write_overlay(
 ) -> Path:
     path = overlay_path(out_dir, file_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as handle:  # a kill never leaves a half-written overlay behind
+    with atomic_open(
+        path, "wb", durable=False
+    ) as handle:  # a kill never leaves a half-written overlay behind
         draw_overlay(image, annotations).save(handle, "JPEG", quality=quality)
     return path
