@@ -33,8 +33,7 @@ def export_cli(
 ) -> None:
     """Write a checkpoint again, slim: fp16 weights, frozen pretrained parts referenced by name.
 
-    Its metadata (training step, validation metrics) is kept. With --calibrate, the model's default
-    score threshold is chosen on that data (use a validation split, never the test split).
+    Its metadata (training step, validation metrics) is kept. With --calibrate, the model's default score threshold is chosen on that data (use a validation split, never the test split).
 
     Example: vgtool export runs/synth-default/best --out vgtool/assets/models/default --calibrate data/synth --split val
     """
