@@ -17,6 +17,19 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return init_checkpoint("vlgtr-tiny", tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
 
 
+# EXIF orientation -> the Pillow transpose that turns the displayed image into the stored one
+STORED_FROM_DISPLAYED = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
 def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))

@@ -4,19 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import STORED_FROM_DISPLAYED
 from vgtool.data.decode import ImageDecodeError, load_rgb
-
-# EXIF orientation -> the transpose that turns the displayed image into the stored one
-STORED_FROM_DISPLAYED = {
-    1: None,
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
 
 
 @pytest.mark.parametrize("orientation", sorted(STORED_FROM_DISPLAYED))

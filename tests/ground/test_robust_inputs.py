@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.conftest import STORED_FROM_DISPLAYED
 from vgtool.cli.main import app, main
 from vgtool.data.decode import ImageDecodeError, load_rgb
 from vgtool.data.listing import list_images
@@ -41,17 +42,8 @@ DISPLAYED_FROM_STORED = {
     7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
     8: lambda a: np.rot90(a, 1),
 }
-# ... and the Pillow transpose that turns a displayed picture into what a camera stores
-STORED_FROM_DISPLAYED = {
-    1: None,
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
+# ... and the Pillow transpose that turns a displayed picture into what a camera stores:
+# STORED_FROM_DISPLAYED, shared with tests/data/test_decode.py through conftest.
 
 
 def _picture(width: int, height: int, seed: int) -> Image.Image:
