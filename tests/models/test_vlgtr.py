@@ -60,6 +60,20 @@ def test_pairwise_decode_matches_forward(tiny):
             assert torch.allclose(shared["pred_logits"][k], alone["pred_logits"][0], atol=1e-5)
 
 
+def test_forward_with_shared_images_equals_repeated_images(tiny):
+    """``forward(image_index=...)``: phrases that share an image give what copies of it would."""
+    model, tokenizer = tiny
+    images = torch.randn(2, 3, 64, 64)
+    ids, mask = _tokens(tokenizer, ["red car", "the blue square", "dog", "a cat"])
+    image_index = torch.tensor([0, 0, 1, 0])
+    with torch.no_grad():
+        shared = model(images, ids, mask, image_index=image_index)
+        repeated = model(images[image_index], ids, mask)
+    for key in ("pred_boxes", "pred_logits"):
+        assert shared[key].shape[0] == 4
+        assert torch.allclose(shared[key], repeated[key], atol=1e-5)
+
+
 def test_mismatched_counts_need_indices(tiny):
     model, tokenizer = tiny
     ids, mask = _tokens(tokenizer, ["a", "b", "c"])

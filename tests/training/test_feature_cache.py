@@ -51,9 +51,11 @@ def _batch(setup, augment_config=None, epoch=0):
 
 
 def _loss(model, batch, **features):
-    pixels = (
-        None if "image_features" in features else normalize(batch.pixels, PreprocessConfig.from_model(model))
-    )
+    if "image_features" in features:  # one feature map per row
+        pixels = None
+    else:  # one image per distinct backbone input
+        pixels = normalize(batch.pixels, PreprocessConfig.from_model(model))
+        features["image_index"] = batch.image_index
     outputs = model(pixels, batch.input_ids, batch.attention_mask, **features)
     return SetCriterion(LossConfig())(outputs, batch.targets)["loss"]
 
@@ -85,9 +87,13 @@ def test_text_cache_gives_the_same_loss(setup):
     features, mask = cache(batch.phrases)
     pixels = normalize(batch.pixels, preprocess)
     criterion = SetCriterion(LossConfig())
-    cached = criterion(model(pixels, None, mask, text_features=features), batch.targets)["loss"]
+    index = batch.image_index
+    cached = criterion(model(pixels, None, mask, text_features=features, image_index=index), batch.targets)
     features_again, mask_again = cache(batch.phrases)
-    again = criterion(model(pixels, None, mask_again, text_features=features_again), batch.targets)["loss"]
+    again = criterion(
+        model(pixels, None, mask_again, text_features=features_again, image_index=index), batch.targets
+    )
+    cached, again = cached["loss"], again["loss"]
     assert torch.allclose(direct, cached, atol=1e-5) and torch.allclose(cached, again)
     assert cache.misses == len(set(batch.phrases))  # each distinct phrase encoded once
 
@@ -135,8 +141,8 @@ def test_mirrored_images_are_cached_apart(setup):
     _cache_call(cache, plain, preprocess)
     features = _cache_call(cache, mirrored, preprocess)
     with torch.no_grad():
-        expected = model.encode_image_features(normalize(mirrored.pixels, preprocess))
-        unflipped = model.encode_image_features(normalize(plain.pixels, preprocess))
+        expected = model.encode_image_features(normalize(mirrored.pixels, preprocess))[mirrored.image_index]
+        unflipped = model.encode_image_features(normalize(plain.pixels, preprocess))[plain.image_index]
     assert torch.allclose(features, expected, atol=1e-5)
     assert not torch.allclose(features[flipped_rows], unflipped[flipped_rows], atol=1e-3)
 
@@ -194,7 +200,7 @@ def test_flip_only_samples_match_augment(setup, hflip):
         dataset.set_epoch(epoch)
         for index, sample in enumerate(samples):
             item = dataset[index]
-            rng = np.random.default_rng([4, epoch, index])
+            rng = np.random.default_rng([4, epoch, 1, dataset.image_numbers[index]])  # per image
             image, boxes_xyxy, phrase = augment(
                 load_rgb(sample.image_path), sample.boxes_xyxy, sample.phrase, rng, config
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 
 from vgtool.config import to_dict
 from vgtool.training.config import load_recipe, recipe_from_mapping
+from vgtool.training.data import epoch_order, grouped_epoch_order
 from vgtool.training.trainer import TrainingDivergedError, train
 
 
@@ -233,6 +235,40 @@ class _Spy:
         return after[0] - before[0], after[1] - before[1]
 
 
+def _distinct_images_per_batch(samples, order, batch_size):
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    return [len({samples[i].image_path for i in batch}) for batch in batches]
+
+
+def _image_runs(samples, order):
+    """Images decoded in an epoch's order: a sample of the same image as the one before reuses it."""
+    return 1 + sum(samples[a].image_path != samples[b].image_path for a, b in itertools.pairwise(order))
+
+
+def test_grouped_order_encodes_each_image_once_per_batch_whatever_its_phrases(
+    synth_data, tmp_path, monkeypatch
+):
+    from vgtool.datasets.registry import load_samples
+
+    augment = {"hflip": 0.5, "random_resized_crop": 0.0}  # the flip is drawn per image
+    recipe = _frozen_recipe(synth_data, augment, epochs=1, group_by_image=True, batch_size=6)
+    recipe = recipe_from_mapping(
+        {**to_dict(recipe), "stages": [{"epochs": 2, "lr": 1e-3, "vision_lr": 1e-3}]}
+    )
+    samples = load_samples(recipe.data.train)
+    spy = _Spy(monkeypatch)
+    train(recipe, tmp_path / "run", quiet=True, on_step=spy.on_step)
+    steps = -(-len(samples) // recipe.batch_size)
+    numbers: dict[str, int] = {}
+    image_numbers = [numbers.setdefault(str(s.image_path), len(numbers)) for s in samples]
+    for epoch in (0, 1):
+        order = grouped_epoch_order(image_numbers, recipe.seed, epoch)
+        per_batch = _distinct_images_per_batch(samples, order, recipe.batch_size)
+        encoded, decoded = spy.between(epoch * steps + 1, (epoch + 1) * steps)
+        assert encoded == sum(per_batch) < len(samples)
+        assert decoded == len(numbers)  # an image's later phrases reuse its decoded pixels
+
+
 def test_cache_encodes_and_decodes_each_image_once_while_the_backbone_is_frozen(
     synth_data, tmp_path, monkeypatch
 ):
@@ -250,8 +286,12 @@ def test_cache_encodes_and_decodes_each_image_once_while_the_backbone_is_frozen(
     encoded, decoded = spy.between(1, steps)  # stage 1, epoch 1: fills the cache
     assert encoded == images and images <= decoded < len(samples)
     assert spy.between(steps + 1, 2 * steps) == (0, 0)  # epoch 2: nothing encoded or decoded
-    # stage 2 trains the vision backbone: every sample is decoded and encoded every step
-    assert spy.between(2 * steps + 1, 3 * steps) == (len(samples), len(samples))
+    # stage 2 trains the vision backbone: every sample is decoded, and each batch encodes its images
+    per_batch = _distinct_images_per_batch(
+        samples, epoch_order(len(samples), recipe.seed, 2), recipe.batch_size
+    )
+    runs = _image_runs(samples, epoch_order(len(samples), recipe.seed, 2))
+    assert spy.between(2 * steps + 1, 3 * steps) == (sum(per_batch), runs)  # a repeat reuses the pixels
     records = _losses(tmp_path / "run")
     assert all(("image_cache_hits" in r) == (r["step"] <= 2 * steps) for r in records)
 
@@ -275,7 +315,12 @@ def test_cache_is_not_used_when_the_backbone_input_or_weights_change(
     samples = load_samples(recipe.data.train)
     spy = _Spy(monkeypatch)
     train(recipe, tmp_path / "run", quiet=True, on_step=spy.on_step)
-    assert spy.per_step[-1] == (len(samples), len(samples))
+    if augment["random_resized_crop"] or augment.get("color_jitter"):  # a new input per sample
+        assert spy.per_step[-1] == (len(samples), len(samples))
+    else:  # the vision backbone is trained: each batch encodes its images
+        order = epoch_order(len(samples), recipe.seed, 0)
+        per_batch = _distinct_images_per_batch(samples, order, recipe.batch_size)
+        assert spy.per_step[-1] == (sum(per_batch), _image_runs(samples, order))
     assert not any("image_cache_hits" in r for r in _losses(tmp_path / "run"))
 
 

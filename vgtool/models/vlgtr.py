@@ -326,15 +326,18 @@ class VLGTR(nn.Module):
         *,
         image_features: torch.Tensor | None = None,
         text_features: torch.Tensor | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]:
-        """Ground phrase i in image i.
+        """Ground phrase i in image i (or in image ``image_index[i]``).
 
         Args:
-            pixel_values: ``[B, 3, S, S]`` normalised images (None when ``image_features`` is given).
+            pixel_values: ``[M, 3, S, S]`` normalised images (None when ``image_features`` is given).
             input_ids: ``[B, T]`` token ids (None when ``text_features`` is given).
             attention_mask: ``[B, T]``, 1 for real tokens.
-            image_features: ``[B, C, h, w]`` cached backbone output, instead of ``pixel_values``.
+            image_features: ``[M, C, h, w]`` cached backbone output, instead of ``pixel_values``.
             text_features: ``[B, T, C]`` cached text-encoder output, instead of ``input_ids``.
+            image_index: ``[B]`` the image of each phrase, so images shared by several phrases
+                are encoded once; None means ``arange(B)`` (M == B).
 
         Returns:
             See :meth:`decode`.
@@ -343,8 +346,14 @@ class VLGTR(nn.Module):
             image_features = self.encode_image_features(pixel_values)
         if text_features is None:
             text_features = self.encode_text_features(input_ids, attention_mask)
+        text_index = None
+        if image_index is not None:
+            text_index = torch.arange(attention_mask.shape[0], device=attention_mask.device)
         return self.decode(
-            self.project_image(image_features), self.project_text(text_features, attention_mask)
+            self.project_image(image_features),
+            self.project_text(text_features, attention_mask),
+            image_index,
+            text_index,
         )
 
 

@@ -63,6 +63,9 @@ class RecipeConfig:
             faster; see ``feature_cache.py``.
         cache_features_on_disk: keep those features (fp16) in ``<out>/feature_cache/`` instead of
             in memory: for datasets too large for RAM, and a resumed run reuses them.
+        group_by_image: shuffle images rather than samples, so each image's phrases are next to
+            each other in the epoch, share a batch and go through the backbone once (when the
+            augmentation at most flips the image; crops and jitter make every sample's input new).
         cache_text: while the text encoder is frozen, encode each distinct phrase once and reuse it.
         save_every_epochs: write ``last/`` every this many epochs (and always at the end of a stage).
         save_every_steps: also write ``last/`` every this many steps (0: only at epoch ends).
@@ -84,6 +87,7 @@ class RecipeConfig:
     device: str = "auto"
     cache_features: bool = False
     cache_features_on_disk: bool = False
+    group_by_image: bool = False
     cache_text: bool = True
     eval_every_epochs: int = 1
     save_every_epochs: int = 1

@@ -4,9 +4,13 @@ Every random choice of a sample is drawn from a generator seeded by (seed, epoch
 so batches are identical whatever the number of workers, and a resumed run sees the same data.
 
 When augmentation at most mirrors the image, each sample also names its backbone input as an
-:data:`~vgtool.training.feature_cache.ImageKey` ``(image path, mirrored)``; the flip is drawn
-before decoding, so an image whose features are cached (``GroundingTrainDataset.cached_sizes``) is
-not decoded at all, and its boxes and phrase come out exactly as if it had been.
+:data:`~vgtool.training.feature_cache.ImageKey` ``(image path, mirrored)``. The flip is then drawn
+per image and epoch (seeded by (seed, epoch, image number)), so all phrases of an image share one
+backbone input, and before decoding, so an image whose features are cached
+(``GroundingTrainDataset.cached_sizes``) is not decoded at all; its boxes and phrase come out
+exactly as if it had been. The collate keeps one copy of each backbone input per batch, and
+:func:`grouped_epoch_order` puts an image's phrases next to each other, so they share a batch and
+one backbone pass.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ class TrainBatch:
 
     Attributes:
         indices: ``[B]`` sample indices in the dataset.
-        pixels: ``[M, 3, S, S]`` uint8 (normalised on the device) of the rows ``pixel_rows``; M = B
-            unless the dataset skipped decoding images whose features are cached.
-        pixel_rows: ``[M]`` the batch row of each image in ``pixels`` (kept on the CPU).
+        pixels: ``[M, 3, S, S]`` uint8 (normalised on the device): the batch's distinct backbone
+            inputs, of the rows ``pixel_rows``. Rows with the same image key share one image, and
+            rows whose features are cached (the dataset skipped decoding them) have none.
+        pixel_rows: ``[M]`` the first batch row of each image in ``pixels`` (kept on the CPU).
+        image_index: ``[B]`` each row's image in ``pixels``, -1 for a row without one (cached).
         input_ids, attention_mask: ``[B, T]`` tokenised phrases.
         targets: per sample ``{"boxes": [n_i, 4] cxcywh in [0, 1]}`` (n_i may be 0).
         phrases: the (augmented) phrases, for per-phrase caches.
@@ -50,6 +56,7 @@ class TrainBatch:
     indices: torch.Tensor
     pixels: torch.Tensor
     pixel_rows: torch.Tensor
+    image_index: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     targets: list[dict[str, torch.Tensor]]
@@ -61,6 +68,7 @@ class TrainBatch:
         return replace(
             self,
             pixels=self.pixels.to(device, non_blocking=True),
+            image_index=self.image_index.to(device, non_blocking=True),
             input_ids=self.input_ids.to(device, non_blocking=True),
             attention_mask=self.attention_mask.to(device, non_blocking=True),
             targets=[{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in self.targets],
@@ -111,10 +119,14 @@ class GroundingTrainDataset(Dataset):
         self.augment_config = augment_config
         self.seed = seed
         self.epoch = 0
+        numbers: dict[str, int] = {}
+        self.image_numbers = [numbers.setdefault(str(s.image_path), len(numbers)) for s in self.samples]
         self.cached_sizes: Mapping[ImageKey, tuple[int, int]] | None = None
+        self._last: tuple[ImageKey, torch.Tensor, tuple[int, int]] | None = None  # see __getitem__
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self._last = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -128,28 +140,45 @@ class GroundingTrainDataset(Dataset):
             image = _decode(sample)
             image, boxes_xyxy, phrase = augment(image, sample.boxes_xyxy, sample.phrase, rng, config)
             return self._item(index, image, boxes_xyxy, phrase, None, image.size)
-        # At most a flip: draw it first, so a cached image need not be decoded (same draws as augment()).
+        # At most a flip: drawn per image (all its phrases share one backbone input) and before
+        # decoding, so a cached image need not be decoded.
+        if augmenting:
+            rng = np.random.default_rng([self.seed, self.epoch, 1, self.image_numbers[index]])
         mirrored = augmenting and draw_flip(sample.phrase, rng, config)
         key = (str(sample.image_path), mirrored)
         size = self.cached_sizes.get(key) if self.cached_sizes is not None else None
         image = None
+        if size is None and self._last is not None and self._last[0] == key:
+            # The previous sample's image (grouped orders put an image's phrases next to each other).
+            pixels, size = self._last[1], self._last[2]
+            boxes_xyxy, phrase = self._flipped_targets(sample, size, mirrored, augmenting)
+            return self._item(index, None, boxes_xyxy, phrase, key, size, pixels=pixels)
         if size is None:
             image = _decode(sample)
             size = image.size
             if mirrored:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        boxes_xyxy, phrase = self._flipped_targets(sample, size, mirrored, augmenting)
+        item = self._item(index, image, boxes_xyxy, phrase, key, size)
+        if item.pixels is not None:
+            self._last = (key, item.pixels, size)
+        return item
+
+    @staticmethod
+    def _flipped_targets(sample, size, mirrored: bool, augmenting: bool) -> tuple[torch.Tensor, str]:
         boxes_xyxy, phrase = torch.as_tensor(sample.boxes_xyxy).reshape(-1, 4), sample.phrase
         if augmenting:
             boxes_xyxy = box_ops.clip_xyxy(boxes_xyxy, *size)
             if mirrored:
                 boxes_xyxy, phrase = flip_targets(boxes_xyxy, phrase, size[0])
-        return self._item(index, image, boxes_xyxy, phrase, key, size)
+        return boxes_xyxy, phrase
 
-    def _item(self, index, image, boxes_xyxy, phrase, key, size) -> TrainItem:
+    def _item(self, index, image, boxes_xyxy, phrase, key, size, pixels=None) -> TrainItem:
         width, height = size
         boxes = torch.as_tensor(boxes_xyxy, dtype=torch.float32).reshape(-1, 4)
         boxes_cxcywh = box_ops.xyxy_to_cxcywh(box_ops.normalize_pixels(boxes, width, height)).clamp(0, 1)
-        pixels = None if image is None else resize_to_input(image, self.preprocess)
+        if image is not None:
+            pixels = resize_to_input(image, self.preprocess)
         return TrainItem(index, pixels, boxes_cxcywh, phrase, key, (int(width), int(height)))
 
 
@@ -167,7 +196,19 @@ class TrainCollate:
         self.tokenizer = tokenizer
 
     def __call__(self, items: Sequence[TrainItem]) -> TrainBatch:
-        rows = [i for i, item in enumerate(items) if item.pixels is not None]
+        rows: list[int] = []  # the batch rows whose pixels are kept: one per distinct image
+        first: dict[ImageKey, int] = {}  # image key -> its image's index in rows
+        image_index = []
+        for i, item in enumerate(items):
+            if item.image_key is not None and item.image_key in first:
+                image_index.append(first[item.image_key])
+            elif item.pixels is not None:
+                if item.image_key is not None:
+                    first[item.image_key] = len(rows)
+                image_index.append(len(rows))
+                rows.append(i)
+            else:
+                image_index.append(-1)
         pixels = (
             torch.stack([items[i].pixels for i in rows])
             if rows
@@ -178,6 +219,7 @@ class TrainCollate:
             indices=torch.tensor([item.index for item in items]),
             pixels=pixels,
             pixel_rows=torch.tensor(rows, dtype=torch.long),
+            image_index=torch.tensor(image_index, dtype=torch.long),
             input_ids=tokens["input_ids"],
             attention_mask=tokens["attention_mask"],
             targets=[{"boxes": item.boxes_cxcywh} for item in items],
@@ -195,4 +237,23 @@ def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world_si
         per_rank = -(-num_samples // world_size)
         order = (order * 2)[: per_rank * world_size]
         order = order[rank::world_size]
+    return order
+
+
+def grouped_epoch_order(
+    image_numbers: Sequence[int], seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> list[int]:
+    """Like :func:`epoch_order`, but each image's samples stay together (in dataset order): the
+    images are shuffled, not the samples, so an image's phrases share a batch and a backbone pass.
+    Ranks get contiguous slices (padded by wrapping to equal length)."""
+    by_image: dict[int, list[int]] = {}
+    for index, number in enumerate(image_numbers):
+        by_image.setdefault(number, []).append(index)
+    groups = list(by_image.values())
+    permutation = np.random.default_rng([seed, epoch, 7919]).permutation(len(groups))
+    order = [index for g in permutation for index in groups[g]]
+    if world_size > 1:
+        per_rank = -(-len(order) // world_size)
+        order = (order * 2)[: per_rank * world_size]
+        order = order[rank * per_rank : (rank + 1) * per_rank]
     return order

@@ -33,9 +33,10 @@ from vgtool.datasets.registry import load_samples
 from vgtool.device import autocast, resolve_device
 from vgtool.errors import InputError, VgtoolError
 from vgtool.models.vlgtr import VLGTR, build_model
+from vgtool.training.augment import only_mirrors
 from vgtool.training.config import RecipeConfig, StageConfig
 from vgtool.training.criterion import SetCriterion
-from vgtool.training.data import GroundingTrainDataset, TrainCollate, epoch_order
+from vgtool.training.data import GroundingTrainDataset, TrainCollate, epoch_order, grouped_epoch_order
 from vgtool.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from vgtool.training.feature_cache import (
     ImageFeatureCache,
@@ -247,6 +248,15 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
             with open(metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
 
+    grouped = recipe.group_by_image and only_mirrors(recipe.augment)
+    if recipe.group_by_image and not grouped:
+        logger.info("group_by_image: off, the augmentation gives every sample its own backbone input")
+
+    def order_for_epoch(epoch: int) -> list[int]:
+        if grouped:
+            return grouped_epoch_order(dataset.image_numbers, recipe.seed, epoch, info.rank, info.world_size)
+        return epoch_order(len(dataset), recipe.seed, epoch, info.rank, info.world_size)
+
     while counters.stage < len(recipe.stages):
         stage = recipe.stages[counters.stage]
         _configure_stage(model, stage)
@@ -272,13 +282,13 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
             trained = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        per_rank = len(epoch_order(len(dataset), recipe.seed, 0, info.rank, info.world_size))
+        per_rank = len(order_for_epoch(0))
         steps_per_epoch = math.ceil(per_rank / recipe.batch_size)
         stage_steps = steps_per_epoch * stage.epochs
         while counters.epoch < stage.epochs:
             global_epoch = epochs_before[counters.stage] + counters.epoch
             dataset.set_epoch(global_epoch)
-            order = epoch_order(len(dataset), recipe.seed, global_epoch, info.rank, info.world_size)
+            order = order_for_epoch(global_epoch)
             loader = DataLoader(
                 dataset,
                 batch_size=recipe.batch_size,
@@ -305,17 +315,19 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                 num_boxes = all_reduce_sum(
                     torch.tensor(float(sum(len(t["boxes"]) for t in batch.targets))), info
                 )
-                input_ids, attention_mask, cached = batch.input_ids, batch.attention_mask, {}
+                input_ids, attention_mask = batch.input_ids, batch.attention_mask
+                cached: dict[str, Any] = {"image_index": batch.image_index}
                 if text_cache is not None:
                     cached["text_features"], attention_mask = text_cache(batch.phrases)
                     input_ids = None
-                pixels = normalize(batch.pixels, preprocess)  # [M, 3, S, S]; M < B only with image_cache
+                pixels = normalize(batch.pixels, preprocess)  # [M, 3, S, S], M distinct images
                 with autocast(device, bf16):
                     if image_cache is not None:
                         cached["image_features"] = image_cache(
                             batch.image_keys, pixels, batch.pixel_rows.tolist(), batch.image_sizes
                         )
                         pixels = None
+                        cached["image_index"] = None  # the cache returns one feature map per row
                     outputs = trained(pixels, input_ids, attention_mask, **cached)
                 losses = criterion(
                     outputs, batch.targets, num_boxes=max(num_boxes.item() / info.world_size, 1.0)

@@ -27,7 +27,12 @@ def validate(
     for batch in loader:
         batch = batch.to(device)
         with autocast(device, bf16):
-            outputs = model(normalize(batch.pixels, preprocess), batch.input_ids, batch.attention_mask)
+            outputs = model(
+                normalize(batch.pixels, preprocess),
+                batch.input_ids,
+                batch.attention_mask,
+                image_index=batch.image_index,
+            )
         scores = outputs["pred_logits"].float().softmax(-1)[..., OBJECT].cpu().numpy()  # [B, Q]
         boxes_xyxy = (
             box_ops.cxcywh_to_xyxy(outputs["pred_boxes"].float()).cpu().numpy()
