@@ -81,3 +81,15 @@ def test_bad_inputs(costs: tuple[float, float, float], num_targets: int, error: 
     outputs = random_outputs(1, 3, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=error):
         HungarianMatcher(*costs)(outputs, [{"boxes": torch.zeros(0, 4)}] * num_targets)
+
+
+def test_bf16_outputs_are_matched_like_fp32() -> None:
+    """Under bf16 autocast the outputs are bf16; matching must work (on CPU too) and agree."""
+    generator = torch.Generator().manual_seed(3)
+    sizes = [1, 3, 0, 2]
+    outputs = random_outputs(len(sizes), 6, generator)
+    targets = [{"boxes": random_boxes_cxcywh(n, generator)} for n in sizes]
+    low = {key: value.bfloat16() for key, value in outputs.items()}
+    expected = HungarianMatcher()({key: value.float() for key, value in low.items()}, targets)
+    for (qi, ti), (qe, te) in zip(HungarianMatcher()(low, targets), expected, strict=True):
+        assert torch.equal(qi, qe) and torch.equal(ti, te)

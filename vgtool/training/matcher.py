@@ -44,8 +44,11 @@ class HungarianMatcher(nn.Module):
         num_pairs, num_queries = outputs["pred_logits"].shape[:2]
         if len(targets) != num_pairs:
             raise ValueError(f"{len(targets)} targets for {num_pairs} predicted pairs")
-        prob_object = outputs["pred_logits"].flatten(0, 1).softmax(-1)[:, OBJECT : OBJECT + 1]  # [K*Q, 1]
-        pred_boxes_cxcywh = outputs["pred_boxes"].flatten(0, 1)  # [K*Q, 4]
+        # Costs in fp32 whatever the autocast dtype (cdist has no bf16 kernel on CPU).
+        prob_object = (
+            outputs["pred_logits"].flatten(0, 1).float().softmax(-1)[:, OBJECT : OBJECT + 1]
+        )  # [K*Q, 1]
+        pred_boxes_cxcywh = outputs["pred_boxes"].flatten(0, 1).float()  # [K*Q, 4]
         tgt_boxes_cxcywh = torch.cat([t["boxes"] for t in targets]).to(pred_boxes_cxcywh)  # [sum n_k, 4]
 
         cost_class = -prob_object  # broadcast over targets: every target is an object
