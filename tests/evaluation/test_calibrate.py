@@ -17,6 +17,28 @@ def test_lowest_threshold_meets_the_rate_on_the_grid():
         lowest_threshold([], 0.1)
 
 
+def test_upper_bound_matches_known_clopper_pearson_values():
+    from vgtool.evaluation.calibrate import upper_rate_bound
+
+    assert upper_rate_bound(0, 10, 0.95) == pytest.approx(1 - 0.05 ** (1 / 10))  # closed form at 0 hits
+    assert upper_rate_bound(5, 100, 0.95) == pytest.approx(0.1023, abs=5e-4)
+    assert upper_rate_bound(3, 10, 0.0) == 0.3 and upper_rate_bound(10, 10, 0.95) == 1.0
+
+
+def test_confidence_makes_the_threshold_stricter_by_the_sampling_margin():
+    from vgtool.evaluation.calibrate import upper_rate_bound
+
+    scores = np.random.default_rng(0).uniform(0, 1, 600)
+    plain, bounded = lowest_threshold(scores, 0.1), lowest_threshold(scores, 0.1, confidence=0.95)
+    assert (scores >= plain).mean() <= 0.1 < (scores >= plain - 0.01).mean()
+
+    def bound(threshold):
+        return upper_rate_bound(int((scores >= threshold).sum()), len(scores), 0.95)
+
+    assert bounded > plain and bound(bounded) <= 0.1 < bound(bounded - 0.01)
+    assert (scores >= bounded).mean() < 0.085  # the bound is about 2 points above the rate
+
+
 def test_threshold_is_stored_by_export_and_used_by_ground(tiny_checkpoint, tmp_path, image_folder):
     from vgtool.checkpoint import export_checkpoint
     from vgtool.ground.pipeline import GroundConfig, ground
@@ -60,6 +82,7 @@ def test_calibrate_picks_a_threshold_from_no_object_phrases(tiny_checkpoint, tmp
     result = calibrate(model, samples, max_no_object_fp=1 / 3, device="cpu", quiet=True)
     assert result["n_no_object"] == 3
     assert result["threshold"] in GRID
-    assert result["no_object_fp_rate"] <= 1 / 3
+    assert result["no_object_fp_rate"] <= result["no_object_fp_bound"]
+    assert result["no_object_fp_bound"] <= 1 / 3 or result["threshold"] == GRID[-1]
     save_checkpoint(model, tmp_path / "ckpt", extra={"postprocess": result})
     assert model_threshold(tmp_path / "ckpt") == result["threshold"]

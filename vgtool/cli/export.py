@@ -21,13 +21,23 @@ def export_cli(
         typer.Option(
             "--calibrate",
             help="Validation data: store the lowest threshold at which at most --max-no-object-fp of its "
-            "phrases that name nothing get a box, as the model's default --threshold.",
+            "phrases that name nothing get a box (with --confidence), as the model's default --threshold.",
         ),
     ] = None,
     split: Annotated[str | None, typer.Option("--split", help="Split of --calibrate data, e.g. val.")] = None,
     max_no_object_fp: Annotated[
         float, typer.Option("--max-no-object-fp", min=0.0, max=1.0, help="See --calibrate.")
     ] = 0.1,
+    confidence: Annotated[
+        float,
+        typer.Option(
+            "--confidence",
+            min=0.0,
+            max=0.999,
+            help="Hold the one-sided upper bound of the false-box rate at this confidence to "
+            "--max-no-object-fp, so the target also holds on new data; 0: the rate seen.",
+        ),
+    ] = 0.95,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -48,12 +58,18 @@ def export_cli(
         samples = load_samples(DataConfig(path=calibrate, split=split))
         model = load_checkpoint(checkpoint).eval()
         postprocess = choose_threshold(
-            model, samples, max_no_object_fp=max_no_object_fp, device=device, quiet=quiet
+            model,
+            samples,
+            max_no_object_fp=max_no_object_fp,
+            confidence=confidence,
+            device=device,
+            quiet=quiet,
         )
         postprocess["calibrated_on"] = f"{calibrate}" + (f" (split {split})" if split else "")
         typer.echo(
             f"threshold {postprocess['threshold']}: {postprocess['no_object_fp_rate']:.1%} of "
-            f"{postprocess['n_no_object']} phrases that name nothing get a box",
+            f"{postprocess['n_no_object']} phrases that name nothing get a box (upper bound at "
+            f"{confidence:.0%} confidence: {postprocess['no_object_fp_bound']:.1%})",
             err=True,
         )
     path, size = export_checkpoint(checkpoint, out, fp16=fp16, postprocess=postprocess)

@@ -119,7 +119,8 @@ class SetCriterion(nn.Module):
     def _layer_losses(
         self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]], num_boxes: float
     ) -> dict[str, torch.Tensor]:
-        """The three unweighted losses of one decoder layer."""
+        """The three unweighted losses of one decoder layer (in fp32, whatever the autocast dtype)."""
+        outputs = {"pred_logits": outputs["pred_logits"].float(), "pred_boxes": outputs["pred_boxes"].float()}
         indices = self.matcher(outputs, targets)
         pair_idx = torch.cat([torch.full_like(src, k) for k, (src, _) in enumerate(indices)])
         query_idx = torch.cat([src for src, _ in indices])

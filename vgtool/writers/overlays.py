@@ -49,6 +49,23 @@ def overlay_path(out_dir: Path, file_name: str) -> Path:
     return inside(out_dir / "overlays", relative)
 
 
+def label_origin(
+    box_xywh: Sequence[float], label_wh: tuple[float, float], canvas_wh: tuple[int, int]
+) -> tuple[float, float]:
+    """Top-left corner of a box's label: above the box where it fits, else below it, else inside
+    its top edge (so a label covers its own object only when there is no room outside); shifted
+    left as needed to stay in the image."""
+    x, y, _, h = box_xywh
+    label_w, label_h = label_wh
+    if y - label_h >= 0:
+        top = y - label_h
+    elif y + h + label_h <= canvas_wh[1]:
+        top = y + h
+    else:
+        top = max(y, 0)
+    return min(max(x, 0), max(canvas_wh[0] - label_w, 0)), top
+
+
 def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> Image.Image:
     """A copy of ``image`` with the annotations' boxes (COCO xywh) and labels drawn."""
     canvas = image.copy()
@@ -64,14 +81,12 @@ def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> I
         label = f"{ann['phrase']} {ann['score']:.2f}"
         # Width from layout alone and height from the font's metrics: no glyph is rendered twice.
         text_w, text_h = math.ceil(font.getlength(label)), ascent + descent
-        left, top = 0, 0
         pad = max(2, line)
-        ty = y - text_h - 2 * pad if y - text_h - 2 * pad >= 0 else y
-        tx = min(max(x, 0), max(canvas.width - text_w - 2 * pad, 0))
+        tx, ty = label_origin((x, y, w, h), (text_w + 2 * pad, text_h + 2 * pad), canvas.size)
         draw.rectangle([tx, ty, tx + text_w + 2 * pad, ty + text_h + 2 * pad], fill=colour)
         luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
         draw.text(
-            (tx + pad - left, ty + pad - top),
+            (tx + pad, ty + pad),
             label,
             fill=(0, 0, 0) if luminance > 140 else (255, 255, 255),
             font=font,
