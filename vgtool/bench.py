@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPEATS = 3
+REPEATS = 5
 PHRASE_POOL = (
     "the red circle",
     "all blue squares",

@@ -1,8 +1,11 @@
 """The grounding decoder: object queries attend to each other, then to image and text memory.
 
 Cross-attention keys and values are projected separately for the image memory (once per image) and
-the text memory (once per phrase), then gathered per (image, phrase) pair. So grounding P phrases in
-B images projects B image memories and P text memories per layer, not B x P of each.
+the text memory (once per phrase). So grounding P phrases in B images projects B image memories and
+P text memories per layer, not B x P of each. Each query attends to its image's tokens and its
+phrase's tokens under one softmax (:meth:`Attention.attend_pairs`); when the pairs are every phrase
+in every image (image-major, as ``vgtool ground`` makes them), the queries of an image's phrases
+are stacked against its memory instead of copying that memory per pair.
 """
 
 from __future__ import annotations
@@ -56,6 +59,90 @@ class Attention(nn.Module):
         k, v = self.project_kv(key, value)
         return self.attend(query, k, v)
 
+    def attend_pairs(
+        self,
+        query: torch.Tensor,
+        image_kv: tuple[torch.Tensor, torch.Tensor],
+        text_kv: tuple[torch.Tensor, torch.Tensor],
+        text_valid: torch.Tensor,
+        image_index: torch.Tensor,
+        text_index: torch.Tensor,
+        grid: tuple[int, int] | None,
+    ) -> torch.Tensor:
+        """Attend each pair's queries to its image's and its phrase's memory under one softmax.
+
+        The same result as :meth:`attend` on the concatenated memory ``[image tokens; text tokens]``
+        of each pair, without building that memory per pair.
+
+        Args:
+            query: ``[K, Q, D]`` queries of K pairs.
+            image_kv: projected image memory, two ``[B, H, N, D/H]`` (see :meth:`project_kv`).
+            text_kv: projected text memory, two ``[P, H, T, D/H]``.
+            text_valid: ``[P, T]`` bool, True for real tokens.
+            image_index, text_index: ``[K]`` each pair's image and phrase.
+            grid: ``(B, P)`` when pair ``b * P + p`` is image b with phrase p (every phrase in every
+                image, image-major); the memories are then used in place, not gathered per pair.
+        """
+        (img_k, img_v), (txt_k, txt_v) = image_kv, text_kv
+        n, length, d = query.shape
+        heads, head_dim = self.num_heads, d // self.num_heads
+        q = self._heads(self.q_proj(query)) * head_dim**-0.5  # [K, H, Q, dh]
+        if grid is not None:
+            b, p = grid
+            by_image = q.view(b, p, heads, length, head_dim).transpose(1, 2).reshape(b, heads, p * length, -1)
+            by_phrase = (
+                q.view(b, p, heads, length, head_dim).permute(1, 2, 0, 3, 4).reshape(p, heads, -1, head_dim)
+            )
+            s_img = _from_images(by_image @ img_k.transpose(-1, -2), b, p, length)  # [K, H, Q, N]
+            s_txt = _from_phrases(by_phrase @ txt_k.transpose(-1, -2), b, p, length)  # [K, H, Q, T]
+        else:
+            s_img = q @ img_k[image_index].transpose(-1, -2)
+            s_txt = q @ txt_k[text_index].transpose(-1, -2)
+        s_txt = s_txt.masked_fill(~text_valid[text_index][:, None, None, :], float("-inf"))
+        weights = torch.cat([s_img, s_txt], dim=-1).softmax(-1)  # image tokens: never all masked
+        weights = F.dropout(weights, self.dropout, self.training)
+        w_img, w_txt = weights.split([s_img.shape[-1], s_txt.shape[-1]], dim=-1)
+        if grid is not None:
+            out = _from_images(_to_images(w_img, b, p) @ img_v, b, p, length)
+            out = out + _from_phrases(_to_phrases(w_txt, b, p) @ txt_v, b, p, length)
+        else:
+            out = w_img @ img_v[image_index] + w_txt @ txt_v[text_index]
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, d))
+
+
+# Layout changes between pairs ([K = B * P, H, Q, X], image-major) and per-image ([B, H, P * Q, X])
+# or per-phrase ([P, H, B * Q, X]) stacks of the same rows.
+def _to_images(x: torch.Tensor, b: int, p: int) -> torch.Tensor:
+    _, h, q, last = x.shape
+    return x.view(b, p, h, q, last).transpose(1, 2).reshape(b, h, p * q, last)
+
+
+def _from_images(x: torch.Tensor, b: int, p: int, q: int) -> torch.Tensor:
+    _, h, _, last = x.shape
+    return x.view(b, h, p, q, last).transpose(1, 2).reshape(b * p, h, q, last)
+
+
+def _to_phrases(x: torch.Tensor, b: int, p: int) -> torch.Tensor:
+    _, h, q, last = x.shape
+    return x.view(b, p, h, q, last).permute(1, 2, 0, 3, 4).reshape(p, h, b * q, last)
+
+
+def _from_phrases(x: torch.Tensor, b: int, p: int, q: int) -> torch.Tensor:
+    _, h, _, last = x.shape
+    return x.view(p, h, b, q, last).permute(2, 0, 1, 3, 4).reshape(b * p, h, q, last)
+
+
+def pair_grid(image_index: torch.Tensor, text_index: torch.Tensor, num_images: int, num_texts: int):
+    """``(B, P)`` when the pairs are every phrase in every image, image-major; else None."""
+    if len(image_index) != num_images * num_texts:
+        return None
+    device = image_index.device
+    expected_images = torch.arange(num_images, device=device).repeat_interleave(num_texts)
+    expected_texts = torch.arange(num_texts, device=device).repeat(num_images)
+    if torch.equal(image_index, expected_images) and torch.equal(text_index, expected_texts):
+        return num_images, num_texts
+    return None
+
 
 class DecoderLayer(nn.Module):
     """Pre-norm layer: self-attention, cross-attention to memory, feed-forward."""
@@ -75,23 +162,28 @@ class DecoderLayer(nn.Module):
         self,
         tgt: torch.Tensor,
         query_pos: torch.Tensor,
-        memory_k: torch.Tensor,
-        memory_v: torch.Tensor,
-        memory_mask: torch.Tensor,
+        image_kv: tuple[torch.Tensor, torch.Tensor],
+        text_kv: tuple[torch.Tensor, torch.Tensor],
+        text_valid: torch.Tensor,
+        image_index: torch.Tensor,
+        text_index: torch.Tensor,
+        grid: tuple[int, int] | None,
     ) -> torch.Tensor:
         """One layer.
 
         Args:
             tgt: ``[K, Q, D]`` query states.
             query_pos: ``[K, Q, D]`` or ``[1, Q, D]`` learned query positions.
-            memory_k, memory_v: ``[K, H, M, D/H]`` projected memory.
-            memory_mask: ``[K, 1, 1, M]`` bool, True for valid memory tokens.
+            image_kv, text_kv, text_valid, image_index, text_index, grid: the projected memories and
+                the pairs, see :meth:`Attention.attend_pairs`.
         """
         x = self.norm1(tgt)
         qk = x + query_pos
         tgt = tgt + self.drop(self.self_attn(qk, qk, x))
         tgt = tgt + self.drop(
-            self.cross_attn.attend(self.norm2(tgt) + query_pos, memory_k, memory_v, memory_mask)
+            self.cross_attn.attend_pairs(
+                self.norm2(tgt) + query_pos, image_kv, text_kv, text_valid, image_index, text_index, grid
+            )
         )
         return tgt + self.drop(self.ffn(self.norm3(tgt)))
 
@@ -137,24 +229,15 @@ class Decoder(nn.Module):
             ``[L, K, Q, D]`` normalised states after each of the L layers, and with
             ``reference_boxes`` the ``[L, K, Q, 4]`` refined cxcywh boxes of each layer (else None).
         """
-        num_image_tokens = image_keys.shape[1]
-        valid = torch.cat(
-            [
-                torch.ones(len(text_index), num_image_tokens, dtype=torch.bool, device=tgt.device),
-                text_valid[text_index],
-            ],
-            dim=1,
-        )[:, None, None, :]
+        grid = pair_grid(image_index, text_index, image_keys.shape[0], text_keys.shape[0])
         states, boxes = [], []
         reference = reference_boxes
         for layer in self.layers:
-            img_k, img_v = layer.cross_attn.project_kv(image_keys, image_values)  # [B, H, N, D/H]
-            txt_k, txt_v = layer.cross_attn.project_kv(text_keys, text_values)  # [P, H, T, D/H]
-            memory_k = torch.cat([img_k[image_index], txt_k[text_index]], dim=2)
-            memory_v = torch.cat([img_v[image_index], txt_v[text_index]], dim=2)
+            image_kv = layer.cross_attn.project_kv(image_keys, image_values)  # 2 x [B, H, N, D/H]
+            text_kv = layer.cross_attn.project_kv(text_keys, text_values)  # 2 x [P, H, T, D/H]
             if reference is not None:
                 query_pos = ref_embed(reference)
-            tgt = layer(tgt, query_pos, memory_k, memory_v, valid)
+            tgt = layer(tgt, query_pos, image_kv, text_kv, text_valid, image_index, text_index, grid)
             state = self.norm(tgt)
             states.append(state)
             if reference is not None:
