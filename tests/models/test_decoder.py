@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vgtool.models.decoder import Attention, pair_grid
+from vgtool.models.decoder import Attention, PairMemory, pair_grid
 
 B, P, N, T, Q, D, H = 3, 4, 7, 5, 6, 16, 4
 
@@ -43,7 +43,8 @@ def test_pair_attention_equals_attention_over_concatenated_memory(layout):
     with torch.no_grad():
         image_kv = attention.project_kv(image_memory, image_memory)
         text_kv = attention.project_kv(text_memory, text_memory)
-        got = attention.attend_pairs(query, image_kv, text_kv, text_valid, image_index, text_index, grid)
+        memory = PairMemory(image_kv, text_kv, text_valid, image_index, text_index, grid)
+        got = attention.attend_pairs(query, memory)
         want = _reference(attention, query, image_memory, text_memory, text_valid, image_index, text_index)
     assert torch.allclose(got, want, atol=1e-5)
 
@@ -54,8 +55,8 @@ def test_grid_and_gathered_paths_agree():
     query = torch.randn(B * P, Q, D)
     with torch.no_grad():
         kv = attention.project_kv(image_memory, image_memory), attention.project_kv(text_memory, text_memory)
-        grid = attention.attend_pairs(query, *kv, text_valid, image_index, text_index, (B, P))
-        gathered = attention.attend_pairs(query, *kv, text_valid, image_index, text_index, None)
+        grid = attention.attend_pairs(query, PairMemory(*kv, text_valid, image_index, text_index, (B, P)))
+        gathered = attention.attend_pairs(query, PairMemory(*kv, text_valid, image_index, text_index, None))
     assert torch.allclose(grid, gathered, atol=1e-6)
 
 

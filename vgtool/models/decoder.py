@@ -10,12 +10,36 @@ are stacked against its memory instead of copying that memory per pair.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vgtool.box_ops import inverse_sigmoid
 from vgtool.models.config import DecoderConfig
+
+
+@dataclass
+class PairMemory:
+    """One layer's projected memories and the K (image, phrase) pairs that attend to them.
+
+    Attributes:
+        image_kv: projected image memory, two ``[B, H, N, D/H]`` (see :meth:`Attention.project_kv`).
+        text_kv: projected text memory, two ``[P, H, T, D/H]``.
+        text_valid: ``[P, T]`` bool, True for real tokens.
+        image_index, text_index: ``[K]`` each pair's image and phrase.
+        grid: ``(B, P)`` when pair ``b * P + p`` is image b with phrase p (every phrase in every
+            image, image-major; see :func:`pair_grid`): the memories are then used in place, not
+            gathered per pair.
+    """
+
+    image_kv: tuple[torch.Tensor, torch.Tensor]
+    text_kv: tuple[torch.Tensor, torch.Tensor]
+    text_valid: torch.Tensor
+    image_index: torch.Tensor
+    text_index: torch.Tensor
+    grid: tuple[int, int] | None
 
 
 class Attention(nn.Module):
@@ -59,31 +83,12 @@ class Attention(nn.Module):
         k, v = self.project_kv(key, value)
         return self.attend(query, k, v)
 
-    def attend_pairs(
-        self,
-        query: torch.Tensor,
-        image_kv: tuple[torch.Tensor, torch.Tensor],
-        text_kv: tuple[torch.Tensor, torch.Tensor],
-        text_valid: torch.Tensor,
-        image_index: torch.Tensor,
-        text_index: torch.Tensor,
-        grid: tuple[int, int] | None,
-    ) -> torch.Tensor:
-        """Attend each pair's queries to its image's and its phrase's memory under one softmax.
-
-        The same result as :meth:`attend` on the concatenated memory ``[image tokens; text tokens]``
-        of each pair, without building that memory per pair.
-
-        Args:
-            query: ``[K, Q, D]`` queries of K pairs.
-            image_kv: projected image memory, two ``[B, H, N, D/H]`` (see :meth:`project_kv`).
-            text_kv: projected text memory, two ``[P, H, T, D/H]``.
-            text_valid: ``[P, T]`` bool, True for real tokens.
-            image_index, text_index: ``[K]`` each pair's image and phrase.
-            grid: ``(B, P)`` when pair ``b * P + p`` is image b with phrase p (every phrase in every
-                image, image-major); the memories are then used in place, not gathered per pair.
-        """
-        (img_k, img_v), (txt_k, txt_v) = image_kv, text_kv
+    def attend_pairs(self, query: torch.Tensor, memory: PairMemory) -> torch.Tensor:
+        """Attend each pair's ``[K, Q, D]`` queries to its image's and its phrase's memory under one
+        softmax: the same result as :meth:`attend` on the concatenated memory ``[image tokens; text
+        tokens]`` of each pair, without building that memory per pair."""
+        (img_k, img_v), (txt_k, txt_v) = memory.image_kv, memory.text_kv
+        image_index, text_index, grid = memory.image_index, memory.text_index, memory.grid
         n, length, d = query.shape
         heads, head_dim = self.num_heads, d // self.num_heads
         q = self._heads(self.q_proj(query)) * head_dim**-0.5  # [K, H, Q, dh]
@@ -98,7 +103,7 @@ class Attention(nn.Module):
         else:
             s_img = q @ img_k[image_index].transpose(-1, -2)
             s_txt = q @ txt_k[text_index].transpose(-1, -2)
-        s_txt = s_txt.masked_fill(~text_valid[text_index][:, None, None, :], float("-inf"))
+        s_txt = s_txt.masked_fill(~memory.text_valid[text_index][:, None, None, :], float("-inf"))
         weights = torch.cat([s_img, s_txt], dim=-1).softmax(-1)  # image tokens: never all masked
         weights = F.dropout(weights, self.dropout, self.training)
         w_img, w_txt = weights.split([s_img.shape[-1], s_txt.shape[-1]], dim=-1)
@@ -162,29 +167,19 @@ class DecoderLayer(nn.Module):
         self,
         tgt: torch.Tensor,
         query_pos: torch.Tensor,
-        image_kv: tuple[torch.Tensor, torch.Tensor],
-        text_kv: tuple[torch.Tensor, torch.Tensor],
-        text_valid: torch.Tensor,
-        image_index: torch.Tensor,
-        text_index: torch.Tensor,
-        grid: tuple[int, int] | None,
+        memory: PairMemory,
     ) -> torch.Tensor:
         """One layer.
 
         Args:
             tgt: ``[K, Q, D]`` query states.
             query_pos: ``[K, Q, D]`` or ``[1, Q, D]`` learned query positions.
-            image_kv, text_kv, text_valid, image_index, text_index, grid: the projected memories and
-                the pairs, see :meth:`Attention.attend_pairs`.
+            memory: this layer's projected memories and the pairs.
         """
         x = self.norm1(tgt)
         qk = x + query_pos
         tgt = tgt + self.drop(self.self_attn(qk, qk, x))
-        tgt = tgt + self.drop(
-            self.cross_attn.attend_pairs(
-                self.norm2(tgt) + query_pos, image_kv, text_kv, text_valid, image_index, text_index, grid
-            )
-        )
+        tgt = tgt + self.drop(self.cross_attn.attend_pairs(self.norm2(tgt) + query_pos, memory))
         return tgt + self.drop(self.ffn(self.norm3(tgt)))
 
 
@@ -233,11 +228,17 @@ class Decoder(nn.Module):
         states, boxes = [], []
         reference = reference_boxes
         for layer in self.layers:
-            image_kv = layer.cross_attn.project_kv(image_keys, image_values)  # 2 x [B, H, N, D/H]
-            text_kv = layer.cross_attn.project_kv(text_keys, text_values)  # 2 x [P, H, T, D/H]
+            memory = PairMemory(
+                image_kv=layer.cross_attn.project_kv(image_keys, image_values),  # 2 x [B, H, N, D/H]
+                text_kv=layer.cross_attn.project_kv(text_keys, text_values),  # 2 x [P, H, T, D/H]
+                text_valid=text_valid,
+                image_index=image_index,
+                text_index=text_index,
+                grid=grid,
+            )
             if reference is not None:
                 query_pos = ref_embed(reference)
-            tgt = layer(tgt, query_pos, image_kv, text_kv, text_valid, image_index, text_index, grid)
+            tgt = layer(tgt, query_pos, memory)
             state = self.norm(tgt)
             states.append(state)
             if reference is not None:
