@@ -64,3 +64,37 @@ def test_hflip_and_translate_xyxy_round_trips():
     shifted = box_ops.translate_xyxy(boxes_xyxy, -12.0, 7.5)
     assert torch.allclose(box_ops.translate_xyxy(shifted, 12.0, -7.5), boxes_xyxy, atol=1e-5)
     assert box_ops.box_area(shifted).allclose(box_ops.box_area(boxes_xyxy), atol=1e-3)
+
+
+def test_clip_takes_per_row_sizes():
+    boxes = torch.tensor([[[-5.0, 2.0, 50.0, 90.0]], [[10.0, -1.0, 300.0, 20.0]]])  # [2, 1, 4]
+    sizes = torch.tensor([[40.0], [200.0]]), torch.tensor([[80.0], [10.0]])
+    clipped = box_ops.clip_xyxy(boxes, *sizes)
+    assert clipped.tolist() == [[[0.0, 2.0, 40.0, 80.0]], [[10.0, 0.0, 200.0, 10.0]]]
+    assert torch.equal(box_ops.clip_xyxy(boxes[0], 40.0, 80.0), clipped[0])
+
+
+def test_batched_iou_matches_pairwise_iou():
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(3, 5, 2, generator=generator) * 50
+    boxes = torch.cat([xy, xy + 1 + torch.rand(3, 5, 2, generator=generator) * 30], dim=-1)
+    batched = box_ops.batched_box_iou(boxes, boxes)
+    for k in range(3):
+        assert torch.allclose(batched[k], box_ops.box_iou(boxes[k], boxes[k]), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_nms_keeps_what_nms_keeps_in_each_set(seed):
+    generator = torch.Generator().manual_seed(seed)
+    num_sets, num = 7, 9
+    xy = torch.rand(num_sets, num, 2, generator=generator) * 40  # crowded: much overlap
+    boxes = torch.cat([xy, xy + 5 + torch.rand(num_sets, num, 2, generator=generator) * 30], dim=-1)
+    scores = torch.rand(num_sets, num, generator=generator)
+    candidates = torch.rand(num_sets, num, generator=generator) > 0.2
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    sorted_boxes = boxes.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
+    keep = box_ops.batched_nms_keep(sorted_boxes, candidates.gather(1, order), 0.3)
+    for k in range(num_sets):
+        chosen = candidates[k].nonzero().squeeze(1)
+        expected = chosen[box_ops.nms(boxes[k][chosen], scores[k][chosen], 0.3)]
+        assert order[k][keep[k]].tolist() == expected.tolist()

@@ -61,12 +61,15 @@ def normalize_pixels(boxes: torch.Tensor, width: float | torch.Tensor, height: f
     return boxes / scale
 
 
-def clip_xyxy(boxes_xyxy: torch.Tensor, width: float, height: float) -> torch.Tensor:
-    """Clip pixel boxes to the image ``[0, width] x [0, height]``."""
-    x0, y0, x1, y1 = boxes_xyxy.unbind(-1)
-    return torch.stack(
-        [x0.clamp(0, width), y0.clamp(0, height), x1.clamp(0, width), y1.clamp(0, height)], dim=-1
-    )
+def clip_xyxy(
+    boxes_xyxy: torch.Tensor, width: float | torch.Tensor, height: float | torch.Tensor
+) -> torch.Tensor:
+    """Clip pixel boxes to the image ``[0, width] x [0, height]`` (``width``/``height`` may be
+    tensors that broadcast against ``boxes_xyxy[..., 0]``, e.g. ``[K, 1]`` for ``[K, Q, 4]``)."""
+    w = torch.as_tensor(width, dtype=boxes_xyxy.dtype, device=boxes_xyxy.device)
+    h = torch.as_tensor(height, dtype=boxes_xyxy.dtype, device=boxes_xyxy.device)
+    x0, y0, x1, y1 = boxes_xyxy.clamp(min=0).unbind(-1)
+    return torch.stack([x0.minimum(w), y0.minimum(h), x1.minimum(w), y1.minimum(h)], dim=-1)
 
 
 def hflip_cxcywh(boxes_cxcywh: torch.Tensor) -> torch.Tensor:
@@ -136,6 +139,37 @@ def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
             suppress[: i + 1] = False
             keep &= ~suppress
     return order[keep]
+
+
+def batched_box_iou(boxes1_xyxy: torch.Tensor, boxes2_xyxy: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU within each batch row: ``[..., N, 4]`` x ``[..., M, 4]`` -> ``[..., N, M]``
+    (NaN where both boxes are empty)."""
+    lt = torch.maximum(boxes1_xyxy[..., :, None, :2], boxes2_xyxy[..., None, :, :2])
+    rb = torch.minimum(boxes1_xyxy[..., :, None, 2:], boxes2_xyxy[..., None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = box_area(boxes1_xyxy)[..., :, None] + box_area(boxes2_xyxy)[..., None, :] - inter
+    return inter / union
+
+
+def batched_nms_keep(sorted_boxes_xyxy: torch.Tensor, candidates: torch.Tensor, iou_threshold: float):
+    """Greedy non-maximum suppression of many small sets at once (as :func:`nms` on each).
+
+    Args:
+        sorted_boxes_xyxy: ``[K, Q, 4]`` boxes of K sets, each sorted by decreasing score.
+        candidates: ``[K, Q]`` bool, the boxes that take part (the others neither stay nor suppress).
+        iou_threshold: a box overlapping a kept, higher-scoring one by more than this is dropped.
+
+    Returns:
+        ``[K, Q]`` bool, the boxes kept.
+    """
+    iou = batched_box_iou(sorted_boxes_xyxy, sorted_boxes_xyxy)  # [K, Q, Q]
+    num = sorted_boxes_xyxy.shape[1]
+    later = torch.ones(num, num, dtype=torch.bool, device=iou.device).triu(diagonal=1)  # [i, j]: j > i
+    overlaps = (iou > iou_threshold) & later
+    keep = candidates.clone()
+    for i in range(num):  # Q steps, each over all K sets
+        keep &= ~(keep[:, i : i + 1] & overlaps[:, i])
+    return keep
 
 
 def hflip_xyxy(boxes_xyxy: torch.Tensor, width: float) -> torch.Tensor:

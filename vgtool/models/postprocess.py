@@ -48,20 +48,20 @@ class PostProcess:
         scores = outputs["pred_logits"].float().softmax(-1)[..., OBJECT]  # [K, Q]
         boxes_xyxy = box_ops.cxcywh_to_xyxy(outputs["pred_boxes"].float())  # [K, Q, 4] in [0, 1]
         sizes_wh = sizes_wh.to(boxes_xyxy)
-        boxes_xyxy = box_ops.scale_normalized(boxes_xyxy, sizes_wh[:, None, 0], sizes_wh[:, None, 1])
-        results = []
-        for pair_boxes, pair_scores, (width, height) in zip(
-            boxes_xyxy, scores, sizes_wh.tolist(), strict=True
-        ):
-            pair_boxes = box_ops.clip_xyxy(pair_boxes, width, height)
-            keep = pair_scores >= self.config.threshold
-            keep &= (pair_boxes[:, 2] > pair_boxes[:, 0]) & (pair_boxes[:, 3] > pair_boxes[:, 1])
-            pair_boxes, pair_scores = pair_boxes[keep], pair_scores[keep]
-            if self.config.nms_iou < 1.0:
-                order = box_ops.nms(pair_boxes, pair_scores, self.config.nms_iou)
-            else:
-                order = pair_scores.argsort(descending=True, stable=True)
-            if self.config.top_k > 0:
-                order = order[: self.config.top_k]
-            results.append((pair_boxes[order], pair_scores[order]))
-        return results
+        width, height = sizes_wh[:, None, 0], sizes_wh[:, None, 1]  # [K, 1] each
+        boxes_xyxy = box_ops.clip_xyxy(box_ops.scale_normalized(boxes_xyxy, width, height), width, height)
+        # All pairs at once: sort by score, mark candidates, suppress, cut to top_k.
+        order = scores.argsort(dim=1, descending=True, stable=True)  # [K, Q]
+        scores = scores.gather(1, order)
+        boxes_xyxy = boxes_xyxy.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
+        keep = scores >= self.config.threshold
+        keep &= (boxes_xyxy[..., 2] > boxes_xyxy[..., 0]) & (boxes_xyxy[..., 3] > boxes_xyxy[..., 1])
+        if self.config.nms_iou < 1.0:
+            keep = box_ops.batched_nms_keep(boxes_xyxy, keep, self.config.nms_iou)
+        if self.config.top_k > 0:
+            keep &= keep.cumsum(dim=1) <= self.config.top_k
+        boxes_np, scores_np, keep_np = boxes_xyxy.cpu().numpy(), scores.cpu().numpy(), keep.cpu().numpy()
+        return [
+            (torch.from_numpy(b[k]), torch.from_numpy(s[k]))
+            for b, s, k in zip(boxes_np, scores_np, keep_np, strict=True)
+        ]
