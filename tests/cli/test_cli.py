@@ -121,6 +121,24 @@ def test_known_errors_are_one_clean_line(argv, message, image_folder, tiny_check
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "Usage:"),  # no command: the help, no traceback
+        (["ground"], "ground [OPTIONS]"),
+        (["ground", "imgs", "--no-such-option"], "No such option: --no-such-option"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_usage_errors_show_usage_not_a_traceback(argv, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert expected in text and "Traceback" not in text
+
+
 def test_info_reports_parameters_and_sources(tiny_checkpoint):
     result = runner.invoke(app, ["info", str(tiny_checkpoint), "--json"])
     assert result.exit_code == 0, result.output

@@ -61,6 +61,16 @@ def _root(
     """Ground phrases in images; train and evaluate the grounding model."""
 
 
+def _is_usage_error(err: Exception) -> bool:
+    """A command-line usage error: click's, or that of the click copy recent Typer versions carry
+    (``typer._click``, not a subclass of ``click.ClickException``)."""
+    import click
+
+    if isinstance(err, click.ClickException):
+        return True
+    return type(err).__module__.startswith("typer.") and hasattr(err, "show") and hasattr(err, "exit_code")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning known errors into ``error: ...`` and exit codes."""
     from vgtool.errors import Interrupted, VgtoolError
@@ -81,10 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, EOFError):
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
+    except Exception as err:
+        if _is_usage_error(err):  # bad option, missing argument, or no arguments (prints the help)
             err.show()
             sys.exit(err.exit_code)
         raise
