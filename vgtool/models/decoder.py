@@ -90,16 +90,13 @@ class Attention(nn.Module):
         (img_k, img_v), (txt_k, txt_v) = memory.image_kv, memory.text_kv
         image_index, text_index, grid = memory.image_index, memory.text_index, memory.grid
         n, length, d = query.shape
-        heads, head_dim = self.num_heads, d // self.num_heads
-        q = self._heads(self.q_proj(query)) * head_dim**-0.5  # [K, H, Q, dh]
+        q = self._heads(self.q_proj(query)) * (d // self.num_heads) ** -0.5  # [K, H, Q, dh]
         if grid is not None:
             b, p = grid
-            by_image = q.view(b, p, heads, length, head_dim).transpose(1, 2).reshape(b, heads, p * length, -1)
-            by_phrase = (
-                q.view(b, p, heads, length, head_dim).permute(1, 2, 0, 3, 4).reshape(p, heads, -1, head_dim)
-            )
-            s_img = _from_images(by_image @ img_k.transpose(-1, -2), b, p, length)  # [K, H, Q, N]
-            s_txt = _from_phrases(by_phrase @ txt_k.transpose(-1, -2), b, p, length)  # [K, H, Q, T]
+            s_img = _from_images(_to_images(q, b, p) @ img_k.transpose(-1, -2), b, p, length)  # [K, H, Q, N]
+            s_txt = _from_phrases(
+                _to_phrases(q, b, p) @ txt_k.transpose(-1, -2), b, p, length
+            )  # [K, H, Q, T]
         else:
             s_img = q @ img_k[image_index].transpose(-1, -2)
             s_txt = q @ txt_k[text_index].transpose(-1, -2)

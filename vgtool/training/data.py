@@ -135,16 +135,18 @@ class GroundingTrainDataset(Dataset):
         sample = self.samples[index]
         config = self.augment_config
         augmenting = config is not None and config.enabled
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if augmenting else None
-        if not only_mirrors(config):
+        if not only_mirrors(config):  # per-sample draws
+            rng = np.random.default_rng([self.seed, self.epoch, index]) if augmenting else None
             image = _decode(sample)
             image, boxes_xyxy, phrase = augment(image, sample.boxes_xyxy, sample.phrase, rng, config)
             return self._item(index, image, boxes_xyxy, phrase, None, image.size)
         # At most a flip: drawn per image (all its phrases share one backbone input) and before
         # decoding, so a cached image need not be decoded.
-        if augmenting:
-            rng = np.random.default_rng([self.seed, self.epoch, 1, self.image_numbers[index]])
-        mirrored = augmenting and draw_flip(sample.phrase, rng, config)
+        mirrored = augmenting and draw_flip(
+            sample.phrase,
+            np.random.default_rng([self.seed, self.epoch, 1, self.image_numbers[index]]),
+            config,
+        )
         key = (str(sample.image_path), mirrored)
         size = self.cached_sizes.get(key) if self.cached_sizes is not None else None
         image = None
@@ -233,11 +235,17 @@ def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world_si
     """This rank's sample order for an epoch: a seeded permutation, dealt round-robin to ranks and
     padded by wrapping so every rank gets the same number of samples."""
     order = np.random.default_rng([seed, epoch, 7919]).permutation(num_samples).tolist()
-    if world_size > 1:
-        per_rank = -(-num_samples // world_size)
-        order = (order * 2)[: per_rank * world_size]
-        order = order[rank::world_size]
-    return order
+    return _rank_share(order, rank, world_size, contiguous=False)
+
+
+def _rank_share(order: list[int], rank: int, world_size: int, contiguous: bool) -> list[int]:
+    """This rank's part of an epoch's order, padded by wrapping so every rank gets as many samples:
+    every ``world_size``-th sample, or with ``contiguous`` one slice (keeps neighbours together)."""
+    if world_size == 1:
+        return order
+    per_rank = -(-len(order) // world_size)
+    order = (order * 2)[: per_rank * world_size]
+    return order[rank * per_rank : (rank + 1) * per_rank] if contiguous else order[rank::world_size]
 
 
 def grouped_epoch_order(
@@ -252,8 +260,4 @@ def grouped_epoch_order(
     groups = list(by_image.values())
     permutation = np.random.default_rng([seed, epoch, 7919]).permutation(len(groups))
     order = [index for g in permutation for index in groups[g]]
-    if world_size > 1:
-        per_rank = -(-len(order) // world_size)
-        order = (order * 2)[: per_rank * world_size]
-        order = order[rank * per_rank : (rank + 1) * per_rank]
-    return order
+    return _rank_share(order, rank, world_size, contiguous=True)
