@@ -17,3 +17,40 @@ from vgtool.writers.overlays import label_origin
 )
 def test_label_goes_above_then_below_then_inside(box, expected):
     assert label_origin(box, (30, 10), (100, 100)) == expected
+
+
+def test_label_text_matches_direct_rendering():
+    """Labels are pasted from cached glyph masks; they must look like text drawn in place."""
+    from PIL import Image, ImageDraw
+
+    from vgtool.writers.overlays import _font, _metrics, category_colour, draw_overlay
+
+    image = Image.new("RGB", (400, 300), (128, 128, 128))
+    ann = {"bbox": [50.0, 100.0, 80.0, 60.0], "category_id": 3, "phrase": "the red circle", "score": 0.87}
+    drawn = draw_overlay(image, [ann])
+    drawn_again = draw_overlay(image, [ann])  # second time from the cache
+    assert list(drawn.getdata()) == list(drawn_again.getdata())
+
+    line, size = 2, 11  # what draw_overlay picks for a 300-pixel side
+    font = _font(size)
+    ascent, descent = _metrics(font)
+    text = "the red circle 0.87"
+    pad = max(2, line)
+    left, top = 50, 100 - (ascent + descent + 2 * pad)  # room above the box: the label sits there
+    reference = image.copy()
+    draw = ImageDraw.Draw(reference)
+    colour = category_colour(3)
+    draw.rectangle([50, 100, 130, 160], outline=colour, width=line)
+    width = round(font.getlength(text))
+    draw.rectangle([left, top, left + width + 2 * pad, 100], fill=colour)
+    ink = (0, 0, 0) if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140 else (255, 255, 255)
+    draw.text((left + pad, top + pad), text, fill=ink, font=font)
+
+    region = (left, top, left + width + 2 * pad, 100)
+    ours = [sum(px) for px in drawn.crop(region).getdata()]
+    theirs = [sum(px) for px in reference.crop(region).getdata()]
+    background = sum(colour)
+    ink_pixels = sum(abs(v - background) > 60 for v in theirs)
+    assert ink_pixels > 50  # the reference label really has text in it
+    differing = sum(abs(a - b) > 60 for a, b in zip(ours, theirs, strict=True))
+    assert differing <= 0.05 * ink_pixels

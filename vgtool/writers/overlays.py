@@ -37,6 +37,22 @@ def _metrics(font) -> tuple[int, int]:
     return bottom, max(0, -top)
 
 
+@lru_cache(maxsize=1024)
+def _text_mask(text: str, size: int) -> tuple[Image.Image, int]:
+    """``text`` rendered once as an anti-aliased coverage mask (mode L, one line high) and its
+    advance width in pixels.
+
+    Labels repeat: a run has a few phrases and a hundred two-decimal scores. Rendering glyphs is
+    most of an overlay's cost, so each piece is rendered once and pasted through its mask after.
+    """
+    font = _font(size)
+    ascent, descent = _metrics(font)
+    width = math.ceil(font.getlength(text))
+    mask = Image.new("L", (max(width, 1), ascent + descent))
+    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=font)
+    return mask, width
+
+
 def overlay_path(out_dir: Path, file_name: str) -> Path:
     """``overlays/<relative path>.jpg``, keeping the relative folders.
 
@@ -72,25 +88,24 @@ def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> I
     draw = ImageDraw.Draw(canvas)
     side = min(canvas.width, canvas.height)
     line = max(2, round(side / 200))
-    font = _font(max(11, round(side / 40)))
-    ascent, descent = _metrics(font)
+    font_size = max(11, round(side / 40))
+    ascent, descent = _metrics(_font(font_size))
     for ann in sorted(annotations, key=lambda a: a["score"]):  # best drawn last, on top
         x, y, w, h = ann["bbox"]
         colour = category_colour(ann["category_id"])
         draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
-        label = f"{ann['phrase']} {ann['score']:.2f}"
-        # Width from layout alone and height from the font's metrics: no glyph is rendered twice.
-        text_w, text_h = math.ceil(font.getlength(label)), ascent + descent
+        # "<phrase> <score>": the phrase and the score are rendered (and cached) apart.
+        phrase_mask, phrase_w = _text_mask(f"{ann['phrase']} ", font_size)
+        score_mask, score_w = _text_mask(f"{ann['score']:.2f}", font_size)
+        text_w, text_h = phrase_w + score_w, ascent + descent
         pad = max(2, line)
         tx, ty = label_origin((x, y, w, h), (text_w + 2 * pad, text_h + 2 * pad), canvas.size)
+        tx, ty = round(tx), round(ty)
         draw.rectangle([tx, ty, tx + text_w + 2 * pad, ty + text_h + 2 * pad], fill=colour)
         luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        draw.text(
-            (tx + pad, ty + pad),
-            label,
-            fill=(0, 0, 0) if luminance > 140 else (255, 255, 255),
-            font=font,
-        )
+        ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+        canvas.paste(ink, (tx + pad, ty + pad), phrase_mask)
+        canvas.paste(ink, (tx + pad + phrase_w, ty + pad), score_mask)
     return canvas
 
 
