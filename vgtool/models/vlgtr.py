@@ -70,7 +70,9 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
-                x = torch.relu(x)
+                # In place when nothing is recorded for backward: no second buffer of the hidden
+                # size (for the proposals, [K, N, 2D]), which is measurably faster on CPU.
+                x = torch.relu(x) if torch.is_grad_enabled() else x.relu_()
         return x
 
 
@@ -115,8 +117,10 @@ class TokenProposals(nn.Module):
             ``[K, N, D]`` modulated token features and their ``[K, N, 2]`` (object, no-object) logits.
         """
         scale, shift = self.film(phrase).unsqueeze(1).chunk(2, dim=-1)  # [K, 1, D] each
-        features = self.norm(tokens * (1 + scale) + shift)
-        features = self.mlp_norm(features + self.mlp(features))
+        features = self.norm(torch.addcmul(shift, tokens, 1 + scale))  # tokens * (1 + scale) + shift
+        update = self.mlp(features)
+        update = update + features if torch.is_grad_enabled() else update.add_(features)
+        features = self.mlp_norm(update)
         return features, self.class_head(features)
 
     def boxes(
