@@ -8,7 +8,7 @@ Reports (printed and written as JSON):
   (model loading excluded), and ``ratio`` = end-to-end / model-only.
 - ``stages_s``: where the end-to-end time went (waiting for decoded images, backbone, text,
   decoder, postprocessing, writing on the background threads, assembling annotations.json).
-- ``phrase_scaling``: model-only seconds per image with 1, 4 and 16 phrases.
+- ``phrase_scaling``: model-only seconds per image with 1, 4 and 16 phrases (timed in turn, best repeat each).
 - ``peak_rss_mib``: peak resident memory of this process and of its finished worker processes.
 - ``memory_scaling`` (with ``memory_scaling=(200, 2000)``): peak resident memory of separate
   ``vgtool ground`` runs over that many images each (fresh processes, so one run's peak cannot hide
@@ -54,9 +54,20 @@ def _peak_rss_mib() -> dict[str, float]:
 
 
 def _model_only(
-    net, device, preprocess, tokenizer, num_images: int, num_phrases: int, batch_size: int, bf16: bool
-):
-    """Seconds per image for backbone + decoder + postprocessing on ready tensors."""
+    net,
+    device,
+    preprocess,
+    tokenizer,
+    num_images: int,
+    phrase_counts: tuple[int, ...],
+    batch_size: int,
+    bf16: bool,
+) -> dict[int, float]:
+    """Seconds per image for backbone + decoder + postprocessing on ready tensors, per phrase count.
+
+    The counts are timed in turn within each repeat, and each keeps its best repeat: a slow spell
+    of the machine then touches every count alike instead of whichever was being timed.
+    """
     import torch
 
     from vgtool.data.preprocess import normalize
@@ -64,39 +75,45 @@ def _model_only(
     from vgtool.models.inference import decode_pairs
     from vgtool.models.postprocess import PostProcess
 
-    phrases = [
-        PHRASE_POOL[i % len(PHRASE_POOL)] + ("" if i < len(PHRASE_POOL) else f" {i}")
-        for i in range(num_phrases)
-    ]
     postprocess = PostProcess()
     size = preprocess.image_size
     pixels = torch.randint(0, 255, (batch_size, 3, size, size), dtype=torch.uint8)
-    sizes = torch.tensor([[640.0, 480.0]]).repeat(batch_size * num_phrases, 1)
+    batches = max(1, num_images // batch_size)
+    best = dict.fromkeys(phrase_counts, float("inf"))
     with torch.inference_mode(), autocast(device, bf16):
-        tokens = {k: v.to(device) for k, v in tokenizer(phrases).items()}
-        text_memory = net.encode_text(tokens["input_ids"], tokens["attention_mask"])
         ready = normalize(pixels.to(device), preprocess)
-        image_index = torch.arange(batch_size, device=device).repeat_interleave(num_phrases)
-        text_index = torch.arange(num_phrases, device=device).repeat(batch_size)
+        runs = {}
+        for count in phrase_counts:
+            phrases = [
+                PHRASE_POOL[i % len(PHRASE_POOL)] + ("" if i < len(PHRASE_POOL) else f" {i}")
+                for i in range(count)
+            ]
+            tokens = {k: v.to(device) for k, v in tokenizer(phrases).items()}
+            text_memory = net.encode_text(tokens["input_ids"], tokens["attention_mask"])
+            image_index = torch.arange(batch_size, device=device).repeat_interleave(count)
+            text_index = torch.arange(count, device=device).repeat(batch_size)
+            sizes = torch.tensor([[640.0, 480.0]]).repeat(batch_size * count, 1)
 
-        def one_batch():
-            memory = net.encode_image(ready)
-            outputs = decode_pairs(net, memory, text_memory, image_index, text_index)
-            postprocess(outputs, sizes)
+            def one_batch(
+                text_memory=text_memory, image_index=image_index, text_index=text_index, sizes=sizes
+            ):
+                memory = net.encode_image(ready)
+                outputs = decode_pairs(net, memory, text_memory, image_index, text_index)
+                postprocess(outputs, sizes)
 
-        one_batch()  # warm-up
-        batches = max(1, num_images // batch_size)
-        best = float("inf")
+            one_batch()  # warm-up
+            runs[count] = one_batch
         for _ in range(REPEATS):  # best of a few: the least disturbed by other work on the machine
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            for _ in range(batches):
-                one_batch()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            best = min(best, (time.perf_counter() - start) / (batches * batch_size))
-        return best
+            for count, one_batch in runs.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                for _ in range(batches):
+                    one_batch()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best[count] = min(best[count], (time.perf_counter() - start) / (batches * batch_size))
+    return best
 
 
 def _synthetic_images(folder: Path, count: int) -> Path:
@@ -215,15 +232,12 @@ def bench(
         preprocess = PreprocessConfig.from_model(net)
         tokenizer = PhraseTokenizer.for_model(net)
         sample_images = max(batch, min(num_images, 4 * batch))
-        model_s = _model_only(
-            net, torch_device, preprocess, tokenizer, sample_images, phrases, batch, use_bf16
+        counts = tuple(dict.fromkeys((phrases, 1, 4, 16)))
+        per_image = _model_only(
+            net, torch_device, preprocess, tokenizer, sample_images, counts, batch, use_bf16
         )
-        scaling = {
-            str(k): round(
-                _model_only(net, torch_device, preprocess, tokenizer, sample_images, k, batch, use_bf16), 5
-            )
-            for k in (1, 4, 16)
-        }
+        model_s = per_image[phrases]
+        scaling = {str(k): round(per_image[k], 5) for k in (1, 4, 16)}
         scaling_report = (
             _memory_scaling(memory_scaling, scratch_dir, model_path, phrase_list, device, batch, use_bf16)
             if memory_scaling
