@@ -82,34 +82,33 @@ def _model_only(
     best = dict.fromkeys(phrase_counts, float("inf"))
     with torch.inference_mode(), autocast(device, bf16):
         ready = normalize(pixels.to(device), preprocess)
-        runs = {}
+
+        def one_batch(text_memory, image_index, text_index, sizes):
+            memory = net.encode_image(ready)
+            outputs = decode_pairs(net, memory, text_memory, image_index, text_index)
+            postprocess(outputs, sizes)
+
+        inputs = {}
         for count in phrase_counts:
             phrases = [
                 PHRASE_POOL[i % len(PHRASE_POOL)] + ("" if i < len(PHRASE_POOL) else f" {i}")
                 for i in range(count)
             ]
             tokens = {k: v.to(device) for k, v in tokenizer(phrases).items()}
-            text_memory = net.encode_text(tokens["input_ids"], tokens["attention_mask"])
-            image_index = torch.arange(batch_size, device=device).repeat_interleave(count)
-            text_index = torch.arange(count, device=device).repeat(batch_size)
-            sizes = torch.tensor([[640.0, 480.0]]).repeat(batch_size * count, 1)
-
-            def one_batch(
-                text_memory=text_memory, image_index=image_index, text_index=text_index, sizes=sizes
-            ):
-                memory = net.encode_image(ready)
-                outputs = decode_pairs(net, memory, text_memory, image_index, text_index)
-                postprocess(outputs, sizes)
-
-            one_batch()  # warm-up
-            runs[count] = one_batch
+            inputs[count] = (
+                net.encode_text(tokens["input_ids"], tokens["attention_mask"]),
+                torch.arange(batch_size, device=device).repeat_interleave(count),  # image of each pair
+                torch.arange(count, device=device).repeat(batch_size),  # phrase of each pair
+                torch.tensor([[640.0, 480.0]]).repeat(batch_size * count, 1),
+            )
+            one_batch(*inputs[count])  # warm-up
         for _ in range(REPEATS):  # best of a few: the least disturbed by other work on the machine
-            for count, one_batch in runs.items():
+            for count, args in inputs.items():
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 for _ in range(batches):
-                    one_batch()
+                    one_batch(*args)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 best[count] = min(best[count], (time.perf_counter() - start) / (batches * batch_size))
