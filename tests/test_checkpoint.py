@@ -30,6 +30,20 @@ def test_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):
     assert reloaded.config == model.config
 
 
+def test_image_encoder_weights_round_trip(tmp_path):
+    from vgtool.models.init import init_checkpoint
+
+    path = init_checkpoint(
+        "vlgtr-tiny", tmp_path / "enc", ["encoder.num_layers=1", "encoder.num_heads=2", "encoder.ffn_dim=32"]
+    )
+    model = load_checkpoint(path)
+    assert model.config.encoder.num_layers == 1 and len(model.encoder.layers) == 1
+    save_checkpoint(model, tmp_path / "again")
+    reloaded = load_checkpoint(tmp_path / "again")
+    with torch.no_grad():
+        assert torch.equal(model(*_inputs())["pred_boxes"], reloaded(*_inputs())["pred_boxes"])
+
+
 def test_frozen_pretrained_parts_are_referenced_not_stored(tmp_path):
     """A frozen pretrained text encoder (the packaged MiniLM) is rebuilt by name, not copied."""
     config = config_from_preset("vlgtr-tiny")

@@ -28,22 +28,26 @@ def _reference(attention, query, image_memory, text_memory, text_valid, image_in
     return attention.attend(query, k, v, mask[:, None, None, :])
 
 
-@pytest.mark.parametrize("layout", ["grid", "any"])
+@pytest.mark.parametrize("layout", ["grid", "any", "phrase-per-pair"])
 def test_pair_attention_equals_attention_over_concatenated_memory(layout):
     attention, image_memory, text_memory, text_valid = _setup()
     if layout == "grid":  # every phrase in every image, image-major (what vgtool ground decodes)
         image_index = torch.arange(B).repeat_interleave(P)
         text_index = torch.arange(P).repeat(B)
-    else:  # training batches: any pairs, images shared unevenly
+    elif layout == "any":  # any pairs, images shared unevenly
         image_index = torch.tensor([0, 0, 2, 1, 2, 2, 0])
         text_index = torch.tensor([1, 3, 0, 3, 2, 1, 0])
+    else:  # training batches: pair k is phrase k (text_index None in PairMemory: no gather)
+        image_index = torch.tensor([0, 2, 2, 1])
+        text_index = torch.arange(P)
     grid = pair_grid(image_index, text_index, B, P)
     assert (grid == (B, P)) == (layout == "grid")
+    memory_text_index = None if layout == "phrase-per-pair" else text_index
     query = torch.randn(len(image_index), Q, D)
     with torch.no_grad():
         image_kv = attention.project_kv(image_memory, image_memory)
         text_kv = attention.project_kv(text_memory, text_memory)
-        memory = PairMemory(image_kv, text_kv, text_valid, image_index, text_index, grid)
+        memory = PairMemory(image_kv, text_kv, text_valid, image_index, memory_text_index, grid)
         got = attention.attend_pairs(query, memory)
         want = _reference(attention, query, image_memory, text_memory, text_valid, image_index, text_index)
     assert torch.allclose(got, want, atol=1e-5)

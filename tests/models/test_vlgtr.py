@@ -10,17 +10,23 @@ from vgtool.models.text import load_tokenizer
 from vgtool.models.vlgtr import build_model
 
 
-def _tiny_config(query_selection: bool):
+def _tiny_config(query_selection: bool, encoder_layers: int = 0):
     config = config_from_preset("vlgtr-tiny")
     return dataclasses.replace(
-        config, decoder=dataclasses.replace(config.decoder, query_selection=query_selection)
+        config,
+        decoder=dataclasses.replace(config.decoder, query_selection=query_selection),
+        encoder=dataclasses.replace(config.encoder, num_layers=encoder_layers, num_heads=2, ffn_dim=64),
     )
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["learned-queries", "query-selection"])
+@pytest.fixture(
+    scope="module",
+    params=[(False, 0), (True, 0), (True, 2)],
+    ids=["learned-queries", "query-selection", "query-selection+image-encoder"],
+)
 def tiny(request):
     torch.manual_seed(0)
-    config = _tiny_config(request.param)
+    config = _tiny_config(*request.param)
     return build_model(config).eval(), load_tokenizer(config.text)
 
 
@@ -72,6 +78,26 @@ def test_forward_with_shared_images_equals_repeated_images(tiny):
     for key in ("pred_boxes", "pred_logits"):
         assert shared[key].shape[0] == 4
         assert torch.allclose(shared[key], repeated[key], atol=1e-5)
+
+
+def test_image_encoder_runs_once_per_image_not_per_phrase():
+    torch.manual_seed(0)
+    config = _tiny_config(True, encoder_layers=2)
+    model, tokenizer = build_model(config).eval(), load_tokenizer(config.text)
+    assert _tiny_config(True).encoder.num_layers == 0 and build_model(_tiny_config(True)).encoder is None
+    rows = []
+    model.encoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    ids, mask = _tokens(tokenizer, ["red car", "the blue square", "dog"])
+    with torch.no_grad():
+        image_memory, text_memory = (
+            model.encode_image(torch.randn(2, 3, 64, 64)),
+            model.encode_text(ids, mask),
+        )
+        out = model.decode(
+            image_memory, text_memory, torch.arange(2).repeat_interleave(3), torch.arange(3).repeat(2)
+        )
+    assert rows == [2]  # one call, one row per image, before any phrase
+    assert out["pred_boxes"].shape[0] == 6
 
 
 def test_mismatched_counts_need_indices(tiny):

@@ -58,6 +58,21 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """The image encoder: self-attention layers over each image's tokens, in the decoder's width.
+
+    Attributes:
+        num_layers: 0 (the default) feeds the projected backbone tokens to the decoder directly.
+            The encoder runs once per image, so it adds nothing per phrase.
+    """
+
+    num_layers: int = 0
+    num_heads: int = 8
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
     """The grounding decoder: learned object queries attending to image and text memory.
 
@@ -81,9 +96,11 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """VL-GTR: vision backbone + text encoder + decoder with class and box heads."""
+    """VL-GTR: vision backbone + text encoder + (optional image encoder) + decoder with class and box
+    heads."""
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     architecture: Literal["vlgtr"] = "vlgtr"

@@ -1,6 +1,6 @@
 """VL-GTR: a DETR-style visual grounding model.
 
-image -> vision backbone -> patch tokens -> projection (+2D sine position)  \
+image -> vision backbone -> patch tokens -> projection [-> image encoder] (+2D sine position)  \
 phrase -> text encoder -> token features -> projection (+type embedding)    -> memory
 learned object queries (+ the pooled phrase as their content) -> decoder over memory
 -> class head (object / no-object) and box head (cxcywh in [0, 1]) on every decoder layer.
@@ -21,6 +21,7 @@ from torch import nn
 from vgtool.box_ops import inverse_sigmoid
 from vgtool.models.config import NO_OBJECT, OBJECT, ModelConfig
 from vgtool.models.decoder import Decoder
+from vgtool.models.encoder import ImageEncoder
 from vgtool.models.position import sine_box_embedding, sine_position_2d
 from vgtool.models.text import TextEncoder
 from vgtool.models.vision import VisionBackbone
@@ -154,6 +155,7 @@ class VLGTR(nn.Module):
         self.vision = vision
         self.text = text
         self.image_proj = nn.Sequential(nn.Linear(vision.embed_dim, d), nn.LayerNorm(d))
+        self.encoder = ImageEncoder(d, config.encoder) if config.encoder.num_layers else None
         self.text_proj = nn.Sequential(nn.Linear(text.embed_dim, d), nn.LayerNorm(d))
         self.text_type = nn.Parameter(torch.zeros(d))
         self.phrase_proj = nn.Linear(d, d)
@@ -199,10 +201,12 @@ class VLGTR(nn.Module):
             return self.vision(pixel_values)
 
     def project_image(self, features: torch.Tensor) -> ImageMemory:
-        """``[B, C, h, w]`` backbone features -> :class:`ImageMemory`."""
+        """``[B, C, h, w]`` backbone features -> :class:`ImageMemory` (through the image encoder, if any)."""
         _, _, height, width = features.shape
         tokens = self.image_proj(features.flatten(2).transpose(1, 2))  # [B, h*w, D]
         pos = sine_position_2d(height, width, tokens.shape[-1], device=tokens.device, dtype=tokens.dtype)
+        if self.encoder is not None:
+            tokens = self.encoder(tokens, pos)
         return ImageMemory(tokens=tokens, keys=tokens + pos, grid=(height, width))
 
     def encode_image(self, pixel_values: torch.Tensor) -> ImageMemory:
@@ -266,7 +270,9 @@ class VLGTR(nn.Module):
             return self._decode_selected(image, text, image_index, text_index)
         num_queries = self.query_pos.num_embeddings
         query_pos = self.query_pos.weight.unsqueeze(0)  # [1, Q, D]
-        tgt = self.phrase_proj(text.pooled)[text_index].unsqueeze(1).expand(-1, num_queries, -1)
+        tgt = (
+            self.phrase_proj(text.pooled).index_select(0, text_index).unsqueeze(1).expand(-1, num_queries, -1)
+        )
         states, _ = self.decoder(
             tgt.contiguous(),
             query_pos,
@@ -288,8 +294,10 @@ class VLGTR(nn.Module):
         """Two-stage decoding (``decoder.query_selection``); same outputs as :meth:`decode`, plus in
         training mode ``enc_outputs``, every token's proposal (``[K, N, 2]`` logits, ``[K, N, 4]``
         boxes) for the loss."""
-        phrase = self.phrase_proj(text.pooled)[text_index]  # [K, D]
-        features, enc_logits = self.proposals(image.keys[image_index], phrase)  # [K, N, D], [K, N, 2]
+        # index_select, not x[index]: a several times faster backward on CPU (see decoder._rows)
+        phrase = self.phrase_proj(text.pooled).index_select(0, text_index)  # [K, D]
+        tokens = image.keys.index_select(0, image_index)  # [K, N, D]
+        features, enc_logits = self.proposals(tokens, phrase)  # [K, N, D], [K, N, 2]
         num_queries = min(self.query_pos.num_embeddings, features.shape[1])
         score = enc_logits[..., OBJECT] - enc_logits[..., NO_OBJECT]  # [K, N]
         top = score.topk(num_queries, dim=1).indices  # [K, Q]
