@@ -1,0 +1,34 @@
+"""Inference preparation: channels-last where it is faster, with the same results."""
+
+from __future__ import annotations
+
+import torch
+
+from vgtool.checkpoint import load_checkpoint
+from vgtool.models.bundled import DEFAULT_MODEL_DIR
+from vgtool.models.inference import prefers_channels_last, prepare_for_inference
+from vgtool.models.init import config_from_preset
+from vgtool.models.vlgtr import build_model
+
+CPU = torch.device("cpu")
+
+
+def test_channels_last_on_cpu_only_for_convolutional_backbones():
+    assert prefers_channels_last(load_checkpoint(DEFAULT_MODEL_DIR), CPU)  # the bundled ResNet
+    assert not prefers_channels_last(build_model(config_from_preset("vlgtr-tiny")), CPU)  # a ViT
+    assert prefers_channels_last(build_model(config_from_preset("vlgtr-tiny")), torch.device("cuda"))
+
+
+def test_channels_last_backbone_gives_the_same_memory():
+    net = load_checkpoint(DEFAULT_MODEL_DIR)
+    size = net.config.vision.image_size
+    torch.manual_seed(0)
+    pixels = torch.randn(3, 3, size, size)
+    with torch.inference_mode():
+        before = net.encode_image(pixels)
+        assert prepare_for_inference(net, CPU) is True
+        conv = next(m for m in net.vision.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        after = net.encode_image(pixels.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(before.tokens, after.tokens, atol=1e-4)
+    assert torch.allclose(before.keys, after.keys, atol=1e-4)
