@@ -62,7 +62,6 @@ def _model_only(
     phrase_counts: tuple[int, ...],
     batch_size: int,
     bf16: bool,
-    channels_last: bool,
 ) -> dict[int, float]:
     """Seconds per image for backbone + decoder + postprocessing on ready tensors, per phrase count.
 
@@ -83,8 +82,6 @@ def _model_only(
     best = dict.fromkeys(phrase_counts, float("inf"))
     with torch.inference_mode(), autocast(device, bf16):
         ready = normalize(pixels.to(device), preprocess)
-        if channels_last:  # as vgtool ground feeds it (prepare_for_inference)
-            ready = ready.contiguous(memory_format=torch.channels_last)
 
         def one_batch(text_memory, image_index, text_index, sizes):
             memory = net.encode_image(ready)
@@ -219,7 +216,7 @@ def bench(
     torch_device = resolve_device(device)
     use_bf16 = torch_device.type == "cuda" if bf16 is None else bf16
     net = load_checkpoint(model_path, device=torch_device)
-    channels_last = prepare_for_inference(net, torch_device)  # as vgtool ground prepares its model
+    prepare_for_inference(net, torch_device)  # as vgtool ground prepares its model
     batch = batch_size or auto_batch_size(torch_device, net, phrases)
     with tempfile.TemporaryDirectory(prefix="vgtool-bench-") as scratch:
         scratch_dir = Path(scratch)
@@ -238,7 +235,7 @@ def bench(
         sample_images = max(batch, min(num_images, 4 * batch))
         counts = tuple(dict.fromkeys((phrases, 1, 4, 16)))
         per_image = _model_only(
-            net, torch_device, preprocess, tokenizer, sample_images, counts, batch, use_bf16, channels_last
+            net, torch_device, preprocess, tokenizer, sample_images, counts, batch, use_bf16
         )
         model_s = per_image[phrases]
         scaling = {str(k): round(per_image[k], 5) for k in (1, 4, 16)}

@@ -276,7 +276,7 @@ def evaluate_model(
     samples = _load_samples(data)
     device = resolve_device(config.device)
     net = load_checkpoint(model_path, device=device)
-    channels_last = prepare_for_inference(net, device)
+    prepare_for_inference(net, device)
     predictions = predict_samples(
         net,
         samples,
@@ -285,7 +285,6 @@ def evaluate_model(
         bf16=device.type == "cuda" if config.bf16 is None else config.bf16,
         progress=not config.quiet,
         num_workers=config.num_workers,
-        channels_last=channels_last,
     )
     metrics = score_predictions(samples, predictions, config=config)
     out_dir = Path(out_dir)

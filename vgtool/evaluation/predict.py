@@ -32,7 +32,6 @@ def predict_samples(
     bf16: bool = False,
     progress: bool = True,
     num_workers: int = 0,
-    channels_last: bool = False,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Predict every query box for every sample.
 
@@ -44,8 +43,6 @@ def predict_samples(
         bf16: bf16 autocast.
         progress: show a progress bar (per image).
         num_workers: DataLoader processes that decode images.
-        channels_last: feed the backbone channels-last images (what
-            :func:`vgtool.models.inference.prepare_for_inference` returns for the model).
 
     Returns:
         Per sample, in input order, ``(boxes_xyxy [Q', 4] float32, scores [Q'] float32)``: the query
@@ -98,10 +95,9 @@ def predict_samples(
             if batch.failures:
                 index, reason = batch.failures[0]
                 raise InputError(f"{image_paths[index]}: {reason}")
-            pixels = normalize(batch.pixels.to(device, non_blocking=True), preprocess)
-            if channels_last:
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-            image_memory = model.encode_image(pixels)
+            image_memory = model.encode_image(
+                normalize(batch.pixels.to(device, non_blocking=True), preprocess)
+            )
             # Encode only this batch's phrases; drop token columns that are padding in all of them.
             batch_phrases = sorted({p for index in batch.indices for p in pairs_of_image[index]})
             local = {phrase: j for j, phrase in enumerate(batch_phrases)}

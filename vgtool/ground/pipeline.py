@@ -345,7 +345,6 @@ def ground(
         category_ids=[ontology.category_id(i) for i in range(len(phrase_texts))],
         image_ids=[image_id + 1 for image_id, _ in todo],
         measure=timer.measure,
-        channels_last=channels_last,
     )
 
     repairs = journal.repairs

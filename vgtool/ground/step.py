@@ -45,7 +45,6 @@ class GroundingStep:
     category_ids: list[int]
     image_ids: list[int]
     measure: Callable[[str], AbstractContextManager]
-    channels_last: bool = False
 
     def __call__(self, batch: ImageBatch, first_annotation_id: int) -> dict[int, list[dict[str, Any]]]:
         """Ground every phrase in every decoded image of ``batch``.
@@ -59,8 +58,6 @@ class GroundingStep:
         num_phrases, num_images = len(self.phrase_texts), len(batch.indices)
         with torch.inference_mode(), autocast(self.device, self.bf16):
             pixels = normalize(batch.pixels.to(self.device, non_blocking=True), self.preprocess)
-            if self.channels_last:
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
             with self.measure("backbone"):
                 image_memory = self.net.encode_image(pixels)
             image_index = torch.arange(num_images, device=self.device).repeat_interleave(num_phrases)

@@ -44,15 +44,15 @@ def prefers_channels_last(net, device: torch.device) -> bool:
 
 
 def prepare_for_inference(net, device: torch.device, *, compile_model: bool = False) -> bool:
-    """Make a loaded model fast on ``device``; returns whether inputs should be channels-last.
+    """Make a loaded model fast on ``device``; returns whether its backbone now runs channels-last.
 
     The vision backbone is switched to channels-last memory where that is faster (see
-    :func:`prefers_channels_last`). With ``compile_model`` the backbone and the decoder are wrapped in
+    :func:`prefers_channels_last`); the model then converts its input images itself. With ``compile_model`` the backbone and the decoder are wrapped in
     ``torch.compile`` (the first batches are slow while it compiles; pays off on long runs).
     """
     channels_last = prefers_channels_last(net, device)
     if channels_last:
-        net.vision.to(memory_format=torch.channels_last)
+        net.use_channels_last()
     if compile_model:
         net.vision.forward = torch.compile(net.vision.forward)
         net.decoder.forward = torch.compile(net.decoder.forward, dynamic=True)

@@ -169,6 +169,7 @@ class VLGTR(nn.Module):
             self.ref_embed = BoxPositionEmbedding(d)
             nn.init.zeros_(self.box_head.layers[-1].weight)  # refinement starts at the proposals
             nn.init.zeros_(self.box_head.layers[-1].bias)
+        self.channels_last = False  # see use_channels_last
         self.set_frozen(vision=config.vision.frozen, text=config.text.frozen)
 
     # ---- freezing -------------------------------------------------------------------------------
@@ -187,6 +188,13 @@ class VLGTR(nn.Module):
             self.text.eval()
         return self
 
+    def use_channels_last(self) -> None:
+        """Keep the vision backbone's weights channels-last and feed it channels-last images, whoever
+        calls :meth:`encode_image_features` (faster where
+        :func:`vgtool.models.inference.prefers_channels_last` says so)."""
+        self.channels_last = True
+        self.vision.to(memory_format=torch.channels_last)
+
     # ---- encoders -------------------------------------------------------------------------------
     def encode_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run the vision backbone alone (cacheable when it is frozen).
@@ -197,6 +205,8 @@ class VLGTR(nn.Module):
         Returns:
             ``[B, C, h, w]`` backbone features.
         """
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_frozen):
             return self.vision(pixel_values)
 
