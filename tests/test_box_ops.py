@@ -98,3 +98,15 @@ def test_batched_nms_keeps_what_nms_keeps_in_each_set(seed):
         chosen = candidates[k].nonzero().squeeze(1)
         expected = chosen[box_ops.nms(boxes[k][chosen], scores[k][chosen], 0.3)]
         assert order[k][keep[k]].tolist() == expected.tolist()
+
+
+def test_centre_cell_is_row_major_and_clamps_the_far_edges():
+    boxes = torch.tensor(
+        [
+            [0.05, 0.05, 0.1, 0.1],  # top-left cell
+            [0.55, 0.05, 0.1, 0.1],  # row 0, column 2 of 4
+            [0.05, 0.55, 0.1, 0.1],  # row 1 of 2, column 0
+            [1.0, 1.0, 0.1, 0.1],  # on the bottom-right edge: the last cell, not past it
+        ]
+    )
+    assert box_ops.centre_cell(boxes, 2, 4).tolist() == [0, 2, 4, 7]

@@ -163,3 +163,12 @@ def test_export_writes_a_slim_copy_and_keeps_metadata(tiny_checkpoint, tmp_path)
     with torch.no_grad():
         a, b = model(*_inputs()), load_checkpoint(tmp_path / "slim")(*_inputs())
     assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=2e-2)
+
+
+def test_category_head_round_trips(tiny_checkpoint, tmp_path):
+    model = load_checkpoint(tiny_checkpoint)
+    model.add_category_head(("circle", "square"))
+    save_checkpoint(model, tmp_path / "again")
+    reloaded = load_checkpoint(tmp_path / "again")
+    assert reloaded.config.categories == ("circle", "square")
+    assert torch.equal(reloaded.category_head.weight, model.category_head.weight)

@@ -182,3 +182,11 @@ def translate_xyxy(boxes_xyxy: torch.Tensor, dx: float, dy: float) -> torch.Tens
     """Shift pixel xyxy boxes by ``(dx, dy)``; a crop at ``(left, top)`` is ``(-left, -top)``."""
     offset = torch.tensor([dx, dy, dx, dy], dtype=boxes_xyxy.dtype, device=boxes_xyxy.device)
     return boxes_xyxy + offset
+
+
+def centre_cell(boxes_cxcywh: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[..., 4]`` normalised cxcywh -> ``[...]`` long: the row-major index of the cell of an
+    ``height x width`` grid over the image that holds each box's centre (edges fall in the last cell)."""
+    col = (boxes_cxcywh[..., 0] * width).long().clamp(0, width - 1)
+    row = (boxes_cxcywh[..., 1] * height).long().clamp(0, height - 1)
+    return row * width + col

@@ -174,3 +174,29 @@ def test_query_selection_supervises_every_token_in_training_only():
     assert "enc_outputs" not in evaluated
     assert torch.allclose(evaluated["pred_boxes"], out["pred_boxes"].detach(), atol=1e-6)
     assert torch.allclose(evaluated["pred_logits"], out["pred_logits"].detach(), atol=1e-6)
+
+
+def test_category_head_scores_every_image_token_in_training_only():
+    """The auxiliary category head (``config.categories``) gives one row of logits per image token,
+    once per image however many phrases share it, and nothing in eval mode."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(_tiny_config(True), categories=("circle", "square", "star"))
+    model = build_model(config).train()
+    ids, mask = _tokens(load_tokenizer(config.text), ["the red circle", "all stars", "the square"])
+    image_index = torch.tensor([0, 0, 1])
+    out = model(torch.randn(2, 3, 64, 64), ids, mask, image_index=image_index)
+    category = out["category_outputs"]
+    assert category["grid"] == (4, 4)
+    assert category["logits"].shape == (2, 16, 3)
+    assert torch.equal(category["image_index"], image_index)
+    model.eval()
+    with torch.no_grad():
+        assert "category_outputs" not in model(torch.randn(2, 3, 64, 64), ids, mask, image_index=image_index)
+
+
+def test_add_category_head_records_the_names():
+    model = build_model(_tiny_config(True))
+    assert model.category_head is None and model.config.categories == ()
+    model.add_category_head(("a", "b"))
+    assert model.config.categories == ("a", "b")
+    assert model.category_head.out_features == 2

@@ -43,8 +43,9 @@ def _recipe(data, **extra):
     return recipe_from_mapping(mapping)
 
 
-def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path):
-    recipe = _recipe(synth_data, save_every_steps=3)
+@pytest.mark.parametrize("extra", [{}, {"loss": {"category_weight": 1.0}}], ids=["plain", "category-loss"])
+def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path, extra):
+    recipe = _recipe(synth_data, save_every_steps=3, **extra)
     train(recipe, tmp_path / "full", quiet=True)
 
     class Interrupt(Exception):
@@ -69,6 +70,7 @@ def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path):
     full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
     assert full.keys() == resumed.keys()
+    assert ("category_head.weight" in full) == bool(extra)
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
 
@@ -89,6 +91,56 @@ def test_outputs_and_two_stage_bookkeeping(synth_data, tmp_path):
 
     load_checkpoint(run / "last")
     load_checkpoint(run / "best")
+
+
+def test_category_loss_learns_the_dataset_categories(synth_data, tmp_path):
+    """``loss.category_weight`` gives the model a head over the training data's category names
+    (sorted), and the logged ``loss_category`` falls as it trains."""
+    from vgtool.checkpoint import load_checkpoint
+    from vgtool.datasets.registry import load_samples
+
+    recipe = _recipe(
+        synth_data, loss={"category_weight": 1.0}, stages=[{"name": "s", "epochs": 4, "lr": 1e-2}]
+    )
+    train(recipe, tmp_path / "run", quiet=True)
+
+    names = sorted({s.category for s in load_samples(recipe.data.train) if s.category is not None})
+    model = load_checkpoint(tmp_path / "run" / "last")
+    assert model.config.categories == tuple(names) and len(names) > 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["loss_category"] for r in records if r["type"] == "train"]
+    half = len(logged) // 2
+    assert half >= 4 and sum(logged[half:]) < 0.8 * sum(logged[:half])
+
+
+def test_a_category_head_without_its_loss_is_left_as_it_is(synth_data, tmp_path):
+    """Fine-tuning a model that has a category head with ``category_weight`` 0 keeps the head fixed
+    (it gets no gradient, and data-parallel training needs every trained parameter used)."""
+    from vgtool.checkpoint import load_checkpoint, save_checkpoint
+    from vgtool.models.init import init_checkpoint
+
+    start = load_checkpoint(init_checkpoint("vlgtr-tiny", tmp_path / "init", []))
+    start.add_category_head(("a", "b"))
+    save_checkpoint(start, tmp_path / "start")
+    stages = [{"name": "s", "epochs": 1, "lr": 1e-2}]
+    train(_recipe(synth_data, init_from=str(tmp_path / "start"), stages=stages), tmp_path / "run", quiet=True)
+    tuned = load_checkpoint(tmp_path / "run" / "last")
+    assert tuned.config.categories == ("a", "b")
+    assert torch.equal(tuned.category_head.weight, start.category_head.weight)
+    assert not torch.equal(tuned.class_head.weight, start.class_head.weight)  # the rest did train
+
+
+def test_category_loss_needs_samples_with_categories(tmp_path):
+    from vgtool.datasets.sample import GroundingSample
+    from vgtool.errors import InputError
+    from vgtool.training.trainer import _categories
+
+    recipe = _recipe(tmp_path, loss={"category_weight": 1.0})
+    samples = [GroundingSample(tmp_path / "a.png", "a thing", [[0, 0, 1, 1]], image_id=1)]
+    with pytest.raises(InputError, match="no training sample names its objects' category"):
+        _categories(recipe, samples)
+    named = [GroundingSample(tmp_path / "a.png", "it", [[0, 0, 1, 1]], image_id=1, category=c) for c in "ba"]
+    assert _categories(recipe, samples + named) == ("a", "b")
 
 
 def test_refuses_to_overwrite_an_earlier_run_without_resume(synth_data, tmp_path):

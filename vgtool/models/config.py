@@ -97,10 +97,18 @@ class DecoderConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """VL-GTR: vision backbone + text encoder + (optional image encoder) + decoder with class and box
-    heads."""
+    heads.
+
+    Attributes:
+        categories: class names of the auxiliary token classifier, a training-only head that names
+            the category of the image token under each target box's centre (``loss.category_weight``;
+            the trainer fills this from the training data). It gives the vision backbone a dense
+            signal about what objects are, beyond which one a phrase picks. Empty: no head.
+    """
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    categories: tuple[str, ...] = ()
     architecture: Literal["vlgtr"] = "vlgtr"

@@ -13,7 +13,7 @@ token (FiLM), each token proposes a box and an object score (``enc_outputs``), a
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -169,6 +169,8 @@ class VLGTR(nn.Module):
             self.ref_embed = BoxPositionEmbedding(d)
             nn.init.zeros_(self.box_head.layers[-1].weight)  # refinement starts at the proposals
             nn.init.zeros_(self.box_head.layers[-1].bias)
+        # training only: names the category of the token under each target's centre (loss.category_weight)
+        self.category_head = nn.Linear(d, len(config.categories)) if config.categories else None
         self.channels_last = False  # see use_channels_last
         self.set_frozen(vision=config.vision.frozen, text=config.text.frozen)
 
@@ -187,6 +189,13 @@ class VLGTR(nn.Module):
         if getattr(self, "text_frozen", False):
             self.text.eval()
         return self
+
+    def add_category_head(self, categories: tuple[str, ...]) -> None:
+        """Give the model a (new) auxiliary category head over ``categories`` (see
+        ``ModelConfig.categories``)."""
+        head = nn.Linear(self.config.decoder.d_model, len(categories))
+        self.category_head = head.to(self.class_head.weight.device)
+        self.config = replace(self.config, categories=tuple(categories))
 
     def use_channels_last(self) -> None:
         """Keep the vision backbone's weights channels-last and feed it channels-last images, whoever
@@ -360,7 +369,9 @@ class VLGTR(nn.Module):
                 are encoded once; None means ``arange(B)`` (M == B).
 
         Returns:
-            See :meth:`decode`.
+            See :meth:`decode`; in training mode, with a category head (``config.categories``), also
+            ``category_outputs``: ``logits`` ``[M, h*w, C]`` per image token (row-major over the
+            ``grid`` ``(h, w)``) and the pairs' ``image_index`` ``[B]``.
         """
         if image_features is None:
             image_features = self.encode_image_features(pixel_values)
@@ -369,12 +380,17 @@ class VLGTR(nn.Module):
         text_index = None
         if image_index is not None:
             text_index = torch.arange(attention_mask.shape[0], device=attention_mask.device)
-        return self.decode(
-            self.project_image(image_features),
-            self.project_text(text_features, attention_mask),
-            image_index,
-            text_index,
-        )
+        image = self.project_image(image_features)
+        out = self.decode(image, self.project_text(text_features, attention_mask), image_index, text_index)
+        if self.training and self.category_head is not None:
+            if image_index is None:
+                image_index = torch.arange(image.tokens.shape[0], device=image.tokens.device)
+            out["category_outputs"] = {
+                "logits": self.category_head(image.tokens),
+                "grid": image.grid,
+                "image_index": image_index,
+            }
+        return out
 
 
 def _outputs(

@@ -161,6 +161,17 @@ def _build_model(recipe: RecipeConfig) -> VLGTR:
     return build_model(recipe.model).train()
 
 
+def _categories(recipe: RecipeConfig, samples) -> tuple[str, ...]:
+    """The category names of the training samples, sorted (for ``loss.category_weight``)."""
+    names = sorted({s.category for s in samples if s.category is not None})
+    if not names:
+        raise InputError(
+            f"{recipe.data.train.path}: loss.category_weight is {recipe.loss.category_weight}, "
+            "but no training sample names its objects' category"
+        )
+    return tuple(names)
+
+
 def train(
     recipe: RecipeConfig,
     out_dir: str | Path,
@@ -208,7 +219,15 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
     torch.manual_seed(recipe.seed)
     bf16 = device.type == "cuda" if recipe.amp == "auto" else recipe.amp == "bf16"
 
-    model = _build_model(recipe).to(device)
+    train_samples = load_samples(recipe.data.train)
+    if not train_samples:
+        raise InputError(f"{recipe.data.train.path}: no training samples")
+    model = _build_model(recipe)
+    if recipe.loss.category_weight > 0 and not model.config.categories:
+        model.add_category_head(_categories(recipe, train_samples))
+    elif recipe.loss.category_weight == 0 and model.category_head is not None:
+        model.category_head.requires_grad_(False)  # unused: kept as it is (DDP needs every trained one used)
+    model = model.to(device)
     counters = Counters()
     resume_document, resume_tensors = None, None
     if resume:
@@ -221,10 +240,13 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
     preprocess = PreprocessConfig.from_model(model)
     tokenizer = PhraseTokenizer.for_model(model)
     collate = TrainCollate(tokenizer)
-    train_samples = load_samples(recipe.data.train)
-    if not train_samples:
-        raise InputError(f"{recipe.data.train.path}: no training samples")
-    dataset = GroundingTrainDataset(train_samples, preprocess, recipe.augment, seed=recipe.seed)
+    dataset = GroundingTrainDataset(
+        train_samples,
+        preprocess,
+        recipe.augment,
+        seed=recipe.seed,
+        categories=model.config.categories if recipe.loss.category_weight > 0 else (),
+    )
     val_loader = None
     if recipe.data.val is not None and info.is_main:
         val_samples = load_samples(recipe.data.val)[: recipe.data.max_val_samples]
