@@ -168,20 +168,17 @@ def category_loss(outputs: dict, targets: list[dict[str, torch.Tensor]]) -> torc
             (a 0-d long, -1 or absent: the sample has none and adds nothing).
 
     Returns:
-        A scalar; zero (still connected to the logits) when no target has a category.
+        A scalar; zero (still connected to the logits) when no target has a category. Computed
+        without reading any tensor back to the host.
     """
     logits = outputs["logits"]
     height, width = outputs["grid"]
-    rows, cells, labels = [], [], []
-    for k, target in enumerate(targets):
-        category = target.get("category")
-        if category is None or int(category) < 0 or not len(target["boxes"]):
-            continue
-        found = centre_cell(target["boxes"], height, width)  # [n_k]
-        cells.append(found)
-        rows.append(outputs["image_index"][k].expand_as(found))
-        labels.append(category.to(found.device).expand_as(found))
-    if not cells:
-        return logits.sum() * 0.0
-    picked = logits[torch.cat(rows), torch.cat(cells)]  # [n, C]
-    return F.cross_entropy(picked.float(), torch.cat(labels))
+    device = logits.device
+    counts = torch.tensor([len(t["boxes"]) for t in targets], device=device)  # [K]
+    boxes = torch.cat([t["boxes"].reshape(-1, 4) for t in targets]).to(device)  # [n, 4] cxcywh
+    none = torch.tensor(-1, dtype=torch.long)
+    per_target = torch.stack([t.get("category", none).to(device) for t in targets])  # [K]
+    labels = per_target.repeat_interleave(counts)  # [n], -1: no category
+    picked = logits[outputs["image_index"].repeat_interleave(counts), centre_cell(boxes, height, width)]
+    total = F.cross_entropy(picked.float(), labels, ignore_index=-1, reduction="sum")
+    return total / (labels >= 0).sum().clamp(min=1)

@@ -125,11 +125,7 @@ class GroundingTrainDataset(Dataset):
     ):
         self.samples = list(samples)
         index = {name: i for i, name in enumerate(categories)}
-        self.categories = (
-            [index.get(s.category, -1) if s.category is not None else -1 for s in self.samples]
-            if index
-            else None
-        )
+        self.sample_categories = [index.get(s.category, -1) for s in self.samples] if index else None
         self.preprocess = preprocess
         self.augment_config = augment_config
         self.seed = seed
@@ -196,7 +192,7 @@ class GroundingTrainDataset(Dataset):
         boxes_cxcywh = box_ops.xyxy_to_cxcywh(box_ops.normalize_pixels(boxes, width, height)).clamp(0, 1)
         if image is not None:
             pixels = resize_to_input(image, self.preprocess)
-        category = self.categories[index] if self.categories is not None else None
+        category = self.sample_categories[index] if self.sample_categories is not None else None
         return TrainItem(index, pixels, boxes_cxcywh, phrase, key, (int(width), int(height)), category)
 
 
