@@ -407,3 +407,12 @@ def test_resume_with_the_feature_cache_is_exact(synth_data, tmp_path, on_disk):
     assert full.keys() == resumed.keys()
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
+
+
+def test_an_empty_training_set_is_a_clear_error(tmp_path):
+    from vgtool.errors import InputError
+
+    (tmp_path / "empty.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    recipe = _recipe(tmp_path / "empty.json")
+    with pytest.raises(InputError, match="no training samples"):
+        train(recipe, tmp_path / "run", quiet=True)
