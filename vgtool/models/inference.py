@@ -47,8 +47,9 @@ def prepare_for_inference(net, device: torch.device, *, compile_model: bool = Fa
     """Make a loaded model fast on ``device``; returns whether its backbone now runs channels-last.
 
     The vision backbone is switched to channels-last memory where that is faster (see
-    :func:`prefers_channels_last`); the model then converts its input images itself. With ``compile_model`` the backbone and the decoder are wrapped in
-    ``torch.compile`` (the first batches are slow while it compiles; pays off on long runs).
+    :func:`prefers_channels_last`); the model then converts its input images itself. With
+    ``compile_model`` the backbone and the decoder are wrapped in ``torch.compile`` (the first batches
+    are slow while it compiles; pays off on long runs).
     """
     channels_last = prefers_channels_last(net, device)
     if channels_last:

@@ -169,8 +169,9 @@ class VLGTR(nn.Module):
             self.ref_embed = BoxPositionEmbedding(d)
             nn.init.zeros_(self.box_head.layers[-1].weight)  # refinement starts at the proposals
             nn.init.zeros_(self.box_head.layers[-1].bias)
-        # training only: names the category of the token under each target's centre (loss.category_weight)
-        self.category_head = nn.Linear(d, len(config.categories)) if config.categories else None
+        self.category_head: nn.Linear | None = None  # training only, see add_category_head
+        if config.categories:
+            self.add_category_head(config.categories)
         self.channels_last = False  # see use_channels_last
         self.set_frozen(vision=config.vision.frozen, text=config.text.frozen)
 
@@ -191,8 +192,9 @@ class VLGTR(nn.Module):
         return self
 
     def add_category_head(self, categories: tuple[str, ...]) -> None:
-        """Give the model a (new) auxiliary category head over ``categories`` (see
-        ``ModelConfig.categories``)."""
+        """Give the model a (new) auxiliary category head over ``categories``: used in training only,
+        it names the category of the image token under each target's centre (see
+        ``ModelConfig.categories`` and ``loss.category_weight``)."""
         head = nn.Linear(self.config.decoder.d_model, len(categories))
         self.category_head = head.to(self.class_head.weight.device)
         self.config = replace(self.config, categories=tuple(categories))
