@@ -7,7 +7,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vgtool.checkpoint import load_checkpoint, read_checkpoint_config, referenced_parts, save_checkpoint
+from vgtool.checkpoint import (
+    config_hash,
+    load_checkpoint,
+    read_checkpoint_config,
+    referenced_parts,
+    save_checkpoint,
+)
 from vgtool.errors import CheckpointError
 from vgtool.models.init import config_from_preset
 from vgtool.models.vlgtr import build_model
@@ -30,14 +36,27 @@ def test_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):
     assert reloaded.config == model.config
 
 
-def test_image_encoder_weights_round_trip(tmp_path):
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["encoder.num_layers=1", "encoder.num_heads=2", "encoder.ffn_dim=32"],
+        [
+            "phrase_encoder.num_layers=1",
+            "phrase_encoder.num_heads=2",
+            "phrase_encoder.ffn_dim=32",
+            "decoder.query_selection=true",
+            "decoder.proposal_scoring=dot",
+        ],
+    ],
+    ids=["image-encoder", "phrase-encoder+dot-scoring"],
+)
+def test_optional_parts_round_trip(tmp_path, overrides):
     from vgtool.models.init import init_checkpoint
 
-    path = init_checkpoint(
-        "vlgtr-tiny", tmp_path / "enc", ["encoder.num_layers=1", "encoder.num_heads=2", "encoder.ffn_dim=32"]
-    )
+    path = init_checkpoint("vlgtr-tiny", tmp_path / "enc", overrides)
     model = load_checkpoint(path)
-    assert model.config.encoder.num_layers == 1 and len(model.encoder.layers) == 1
+    encoder = model.encoder if overrides[0].startswith("encoder") else model.phrase_encoder
+    assert len(encoder.layers) == 1
     save_checkpoint(model, tmp_path / "again")
     reloaded = load_checkpoint(tmp_path / "again")
     with torch.no_grad():
@@ -172,3 +191,15 @@ def test_category_head_round_trips(tiny_checkpoint, tmp_path):
     reloaded = load_checkpoint(tmp_path / "again")
     assert reloaded.config.categories == ("circle", "square")
     assert torch.equal(reloaded.category_head.weight, model.category_head.weight)
+
+
+def test_config_hash_ignores_fields_at_their_default():
+    """A new option added with a default leaves existing checkpoints' hashes as they were; any
+    change of value, nested or not, changes the hash."""
+    config = config_from_preset("vlgtr-tiny")
+    assert config_hash(config) == config_hash(replace(config, categories=()))
+    assert config_hash(config) == config_hash(replace(config, phrase_encoder=replace(config.phrase_encoder)))
+    changed = replace(config, phrase_encoder=replace(config.phrase_encoder, num_layers=1))
+    assert config_hash(changed) != config_hash(config)
+    assert config_hash(replace(config, categories=("a",))) != config_hash(config)
+    assert config_hash(replace(config, decoder=replace(config.decoder, num_queries=5))) != config_hash(config)

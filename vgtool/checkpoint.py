@@ -18,7 +18,7 @@ import torch
 
 from vgtool import __version__
 from vgtool.atomic import write_bytes_atomic
-from vgtool.config import from_dict, to_dict
+from vgtool.config import from_dict, non_default_fields, to_dict
 from vgtool.errors import CheckpointError, ConfigError
 from vgtool.models.config import ModelConfig
 
@@ -40,8 +40,12 @@ def referenced_parts(config: ModelConfig) -> list[str]:
 
 
 def config_hash(config: ModelConfig) -> str:
-    """A short stable hash of the model config (for run manifests and output-folder checks)."""
-    text = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    """A short stable hash of the model config (for run manifests and output-folder checks).
+
+    Fields at their default value are left out, so options added later (with a default that keeps
+    the old behaviour) do not change the hash of existing checkpoints.
+    """
+    text = json.dumps(non_default_fields(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -26,6 +26,29 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def non_default_fields(config: Any) -> dict[str, Any]:
+    """A dataclass as nested plain dicts without the fields that hold their default value (nested
+    dataclasses left with no such field are dropped too). Adding a field with a default to a config
+    class leaves this unchanged for every existing config, which makes it the thing to hash."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            nested = non_default_fields(value)
+            if nested:
+                out[f.name] = nested
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[f.name] = value
+    return out
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 

@@ -83,6 +83,12 @@ class DecoderConfig:
             query embeddings as content, their boxes as reference boxes), and each decoder layer refines
             its reference boxes. This converges several times faster than queries that start from
             nothing (as in two-stage Deformable DETR and DINO). Off: plain DETR queries.
+        proposal_scoring: how the first stage scores tokens against a phrase. ``film``: the phrase
+            modulates every token of every (image, phrase) pair, which then goes through the proposal
+            MLP. ``dot``: the proposal MLP and box head run once per image, a token's object score is
+            a dot product with the projected phrase (language-guided query selection, as in
+            Grounding DINO), and only the chosen tokens are modulated by the phrase; the first
+            stage then costs almost nothing per phrase.
     """
 
     d_model: int = 256
@@ -92,6 +98,7 @@ class DecoderConfig:
     dropout: float = 0.1
     num_queries: int = 10
     query_selection: bool = False
+    proposal_scoring: Literal["film", "dot"] = "film"
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,17 @@ class ModelConfig:
             the category of the image token under each target box's centre (``loss.category_weight``;
             the trainer fills this from the training data). It gives the vision backbone a dense
             signal about what objects are, beyond which one a phrase picks. Empty: no head.
+        phrase_encoder: trainable self-attention layers over each phrase's projected tokens, after
+            the (usually frozen) text encoder and before the decoder sees them, so that the model can
+            learn which words describe the target and which another object ("the star below the
+            blue square"). They run once per phrase, whatever the number of images. 0 layers (the
+            default): none.
     """
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    phrase_encoder: EncoderConfig = field(default_factory=EncoderConfig)
     categories: tuple[str, ...] = ()
     architecture: Literal["vlgtr"] = "vlgtr"

@@ -80,9 +80,11 @@ class Attention(nn.Module):
         )
         return self.out_proj(out.transpose(1, 2).reshape(n, length, d))
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         k, v = self.project_kv(key, value)
-        return self.attend(query, k, v)
+        return self.attend(query, k, v, mask)
 
     def attend_pairs(self, query: torch.Tensor, memory: PairMemory) -> torch.Tensor:
         """Attend each pair's ``[K, Q, D]`` queries to its image's and its phrase's memory under one

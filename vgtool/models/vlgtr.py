@@ -5,9 +5,11 @@ phrase -> text encoder -> token features -> projection (+type embedding)    -> m
 learned object queries (+ the pooled phrase as their content) -> decoder over memory
 -> class head (object / no-object) and box head (cxcywh in [0, 1]) on every decoder layer.
 
-With ``decoder.query_selection`` (two-stage), the queries are not blank: the phrase modulates every image
-token (FiLM), each token proposes a box and an object score (``enc_outputs``), and the best
-``num_queries`` proposals seed the decoder, which refines their boxes layer by layer.
+With ``decoder.query_selection`` (two-stage), the queries are not blank: each image token proposes a
+box and an object score for the phrase (``enc_outputs``), and the best ``num_queries`` proposals seed
+the decoder, which refines their boxes layer by layer. The score comes either from tokens modulated
+by the phrase (FiLM) and an MLP per (image, phrase) pair, or (``proposal_scoring: dot``) from a dot
+product between the phrase and token features computed once per image.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from vgtool.box_ops import inverse_sigmoid
 from vgtool.models.config import NO_OBJECT, OBJECT, ModelConfig
 from vgtool.models.decoder import Decoder
-from vgtool.models.encoder import ImageEncoder
+from vgtool.models.encoder import ImageEncoder, PhraseEncoder
 from vgtool.models.position import sine_box_embedding, sine_position_2d
 from vgtool.models.text import TextEncoder
 from vgtool.models.vision import VisionBackbone
@@ -89,21 +91,29 @@ class BoxPositionEmbedding(nn.Module):
 
 
 class TokenProposals(nn.Module):
-    """First stage of two-stage decoding: phrase-modulated image tokens propose boxes.
+    """First stage of two-stage decoding: image tokens propose boxes and are scored against phrases.
 
-    Each token's box starts as a ``initial_size``-sided box centred on its grid cell and is moved by
-    the box MLP in logit space.
+    ``scoring="film"``: the phrase modulates every token of each pair (:meth:`forward`), an MLP and a
+    class head score it. ``scoring="dot"``: the MLP runs once per image (:meth:`image_features`), a
+    token's score is a dot product with the projected phrase (:meth:`dot_scores`), and only the
+    chosen tokens are modulated (:meth:`modulate`). Each token's box starts as a
+    ``initial_size``-sided box centred on its grid cell and is moved by the box MLP in logit space.
     """
 
-    def __init__(self, d_model: int, initial_size: float = 0.15):
+    def __init__(self, d_model: int, initial_size: float = 0.15, scoring: str = "film"):
         super().__init__()
+        self.scoring = scoring
         self.film = nn.Linear(d_model, 2 * d_model)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
         self.norm = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, 2 * d_model, d_model, 2)
         self.mlp_norm = nn.LayerNorm(d_model)
-        self.class_head = nn.Linear(d_model, 2)
+        if scoring == "dot":
+            self.score_proj = nn.Linear(d_model, d_model)
+            self.score_bias = nn.Parameter(torch.zeros(()))
+        else:
+            self.class_head = nn.Linear(d_model, 2)
         self.box_head = MLP(d_model, d_model, 4, 3)
         self.initial_size = initial_size
 
@@ -121,6 +131,40 @@ class TokenProposals(nn.Module):
         features = self.norm(torch.addcmul(shift, tokens, 1 + scale))  # tokens * (1 + scale) + shift
         features = self.mlp_norm(self.mlp(features).add_(features))  # in place, as in MLP
         return features, self.class_head(features)
+
+    def image_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``scoring="dot"``: ``[B, N, D]`` image tokens -> ``[B, N, D]`` proposal features, once per image."""
+        features = self.norm(tokens)
+        return self.mlp_norm(self.mlp(features).add_(features))
+
+    def dot_scores(
+        self,
+        features: torch.Tensor,
+        phrase: torch.Tensor,
+        image_index: torch.Tensor,
+        text_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """``scoring="dot"``: every token's (object, no-object) logits for every pair.
+
+        Args:
+            features: ``[B, N, D]`` from :meth:`image_features`.
+            phrase: ``[P, D]`` phrase vectors.
+            image_index, text_index: ``[K]`` each pair's image and phrase.
+
+        Returns:
+            ``[K, N, 2]``: the object logit is ``<features, score_proj(phrase)> / sqrt(D) + bias``, the
+            no-object logit 0 (a two-class softmax of these is a sigmoid of the object logit).
+        """
+        num_images, num_tokens, d = features.shape
+        query = self.score_proj(phrase) * d**-0.5  # [P, D]
+        scores = torch.einsum("pd,bnd->pbn", query, features).reshape(-1, num_tokens)  # [P * B, N]
+        scores = scores.index_select(0, text_index * num_images + image_index) + self.score_bias  # [K, N]
+        return torch.stack([scores, torch.zeros_like(scores)], dim=-1)
+
+    def modulate(self, features: torch.Tensor, phrase: torch.Tensor) -> torch.Tensor:
+        """``scoring="dot"``: FiLM ``[K, M, D]`` chosen features by their pair's ``[K, D]`` phrase."""
+        scale, shift = self.film(phrase).unsqueeze(1).chunk(2, dim=-1)  # [K, 1, D] each
+        return torch.addcmul(shift, features, 1 + scale)
 
     def boxes(
         self, features: torch.Tensor, grid: tuple[int, int], token_index: torch.Tensor | None = None
@@ -163,8 +207,11 @@ class VLGTR(nn.Module):
         self.decoder = Decoder(config.decoder)
         self.class_head = nn.Linear(d, 2)
         self.box_head = MLP(d, d, 4, 3)
+        self.phrase_encoder = (
+            PhraseEncoder(d, config.phrase_encoder) if config.phrase_encoder.num_layers else None
+        )
         if config.decoder.query_selection:
-            self.proposals = TokenProposals(d)
+            self.proposals = TokenProposals(d, scoring=config.decoder.proposal_scoring)
             self.query_content = nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d))
             self.ref_embed = BoxPositionEmbedding(d)
             nn.init.zeros_(self.box_head.layers[-1].weight)  # refinement starts at the proposals
@@ -250,6 +297,8 @@ class VLGTR(nn.Module):
         """``[P, T, C]`` encoder features and ``[P, T]`` mask -> :class:`TextMemory`."""
         tokens = self.text_proj(features)  # [P, T, D]
         valid = attention_mask.bool()
+        if self.phrase_encoder is not None:
+            tokens = self.phrase_encoder(tokens, valid)
         weights = valid.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
         return TextMemory(tokens=tokens, keys=tokens + self.text_type, valid=valid, pooled=pooled)
@@ -315,21 +364,13 @@ class VLGTR(nn.Module):
         """Two-stage decoding (``decoder.query_selection``); same outputs as :meth:`decode`, plus in
         training mode ``enc_outputs``, every token's proposal (``[K, N, 2]`` logits, ``[K, N, 4]``
         boxes) for the loss."""
-        # index_select, not x[index]: a several times faster backward on CPU (see decoder._rows)
-        phrase = self.phrase_proj(text.pooled).index_select(0, text_index)  # [K, D]
-        tokens = image.keys.index_select(0, image_index)  # [K, N, D]
-        features, enc_logits = self.proposals(tokens, phrase)  # [K, N, D], [K, N, 2]
-        num_queries = min(self.query_pos.num_embeddings, features.shape[1])
-        score = enc_logits[..., OBJECT] - enc_logits[..., NO_OBJECT]  # [K, N]
-        top = score.topk(num_queries, dim=1).indices  # [K, Q]
-        chosen = features.gather(1, top.unsqueeze(-1).expand(-1, -1, features.shape[-1]))  # [K, Q, D]
-        if self.training:  # every token's box is supervised
-            enc_boxes = self.proposals.boxes(features, image.grid)  # [K, N, 4]
-            reference = enc_boxes.gather(1, top.unsqueeze(-1).expand(-1, -1, 4)).detach()  # [K, Q, 4]
-        else:  # only the chosen tokens' boxes are needed
-            reference = self.proposals.boxes(chosen, image.grid, top)
-            enc_boxes = None
-        tgt = self.query_content(chosen) + self.query_pos.weight[:num_queries].unsqueeze(0)
+        if self.proposals.scoring == "dot":
+            chosen, enc_logits, reference, enc_boxes = self._propose_dot(image, text, image_index, text_index)
+        else:
+            chosen, enc_logits, reference, enc_boxes = self._propose_film(
+                image, text, image_index, text_index
+            )
+        tgt = self.query_content(chosen) + self.query_pos.weight[: chosen.shape[1]].unsqueeze(0)
         states, boxes = self.decoder(
             tgt,
             None,
@@ -348,6 +389,49 @@ class VLGTR(nn.Module):
         if enc_boxes is not None:
             out["enc_outputs"] = {"pred_logits": enc_logits, "pred_boxes": enc_boxes}
         return out
+
+    def _propose_film(
+        self, image: ImageMemory, text: TextMemory, image_index: torch.Tensor, text_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """First stage with ``proposal_scoring: film``: every token of every pair is modulated.
+
+        Returns:
+            The chosen queries' ``[K, Q, D]`` features and ``[K, Q, 4]`` reference boxes (cxcywh,
+            detached), every token's ``[K, N, 2]`` logits, and in training every token's ``[K, N, 4]``
+            boxes (else None).
+        """
+        # index_select, not x[index]: a several times faster backward on CPU (see decoder._rows)
+        phrase = self.phrase_proj(text.pooled).index_select(0, text_index)  # [K, D]
+        tokens = image.keys.index_select(0, image_index)  # [K, N, D]
+        features, enc_logits = self.proposals(tokens, phrase)  # [K, N, D], [K, N, 2]
+        top = _top_tokens(enc_logits, self.query_pos.num_embeddings)  # [K, Q]
+        chosen = features.gather(1, top.unsqueeze(-1).expand(-1, -1, features.shape[-1]))  # [K, Q, D]
+        if self.training:  # every token's box is supervised
+            enc_boxes = self.proposals.boxes(features, image.grid)  # [K, N, 4]
+            reference = enc_boxes.gather(1, top.unsqueeze(-1).expand(-1, -1, 4)).detach()  # [K, Q, 4]
+            return chosen, enc_logits, reference, enc_boxes
+        # only the chosen tokens' boxes are needed
+        return chosen, enc_logits, self.proposals.boxes(chosen, image.grid, top), None
+
+    def _propose_dot(
+        self, image: ImageMemory, text: TextMemory, image_index: torch.Tensor, text_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """First stage with ``proposal_scoring: dot``: features and boxes once per image, a dot product
+        per (token, pair), and only the chosen tokens modulated by the phrase. Returns as
+        :meth:`_propose_film`."""
+        phrase = self.phrase_proj(text.pooled)  # [P, D]
+        features = self.proposals.image_features(image.keys)  # [B, N, D]
+        num_tokens, d = features.shape[1:]
+        enc_logits = self.proposals.dot_scores(features, phrase, image_index, text_index)  # [K, N, 2]
+        top = _top_tokens(enc_logits, self.query_pos.num_embeddings)  # [K, Q]
+        rows = (image_index.unsqueeze(1) * num_tokens + top).flatten()  # [K * Q] rows of [B * N]
+        picked = features.reshape(-1, d).index_select(0, rows).view(*top.shape, d)  # [K, Q, D]
+        chosen = self.proposals.modulate(picked, phrase.index_select(0, text_index))
+        if self.training:  # every token's box is supervised: computed per image, used per pair
+            enc_boxes = self.proposals.boxes(features, image.grid).index_select(0, image_index)  # [K, N, 4]
+            reference = enc_boxes.gather(1, top.unsqueeze(-1).expand(-1, -1, 4)).detach()  # [K, Q, 4]
+            return chosen, enc_logits, reference, enc_boxes
+        return chosen, enc_logits, self.proposals.boxes(picked, image.grid, top), None
 
     def forward(
         self,
@@ -393,6 +477,12 @@ class VLGTR(nn.Module):
                 "image_index": image_index,
             }
         return out
+
+
+def _top_tokens(logits: torch.Tensor, num_queries: int) -> torch.Tensor:
+    """``[K, N, 2]`` (object, no-object) logits -> ``[K, Q]`` indices of the Q best-scoring tokens."""
+    score = logits[..., OBJECT] - logits[..., NO_OBJECT]
+    return score.topk(min(num_queries, score.shape[1]), dim=1).indices
 
 
 def _outputs(
