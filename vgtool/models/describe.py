@@ -46,7 +46,7 @@ def describe_checkpoint(model: str | Path) -> dict[str, Any]:
     parts["decoder"] = {
         "total": total - vision_total - text_total,
         "trainable": trainable - vision_train - text_train,
-        "source": "vgtool (projections, queries, decoder, heads)",
+        "source": "vgtool (projections, encoders, queries, decoder, heads)",
         "weights": "stored in checkpoint",
     }
     return {
