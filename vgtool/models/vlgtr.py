@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from torch import nn
@@ -100,7 +101,7 @@ class TokenProposals(nn.Module):
     ``initial_size``-sided box centred on its grid cell and is moved by the box MLP in logit space.
     """
 
-    def __init__(self, d_model: int, initial_size: float = 0.15, scoring: str = "film"):
+    def __init__(self, d_model: int, initial_size: float = 0.15, scoring: Literal["film", "dot"] = "film"):
         super().__init__()
         self.scoring = scoring
         self.film = nn.Linear(d_model, 2 * d_model)
