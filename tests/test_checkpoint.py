@@ -47,16 +47,24 @@ def test_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):
             "decoder.query_selection=true",
             "decoder.proposal_scoring=dot",
         ],
+        ["decoder.query_selection=true", "decoder.relation_bias=true"],
     ],
-    ids=["image-encoder", "phrase-encoder+dot-scoring"],
+    ids=["image-encoder", "phrase-encoder+dot-scoring", "relation-bias"],
 )
 def test_optional_parts_round_trip(tmp_path, overrides):
     from vgtool.models.init import init_checkpoint
 
     path = init_checkpoint("vlgtr-tiny", tmp_path / "enc", overrides)
     model = load_checkpoint(path)
-    encoder = model.encoder if overrides[0].startswith("encoder") else model.phrase_encoder
-    assert len(encoder.layers) == 1
+    part = overrides[0].split(".")[0]
+    if part == "decoder":
+        assert all(layer.relation is not None for layer in model.decoder.layers)
+    else:
+        assert len((model.encoder if part == "encoder" else model.phrase_encoder).layers) == 1
+    with torch.no_grad():  # trained-looking weights everywhere, so that a part left out would show
+        torch.manual_seed(0)
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
     save_checkpoint(model, tmp_path / "again")
     reloaded = load_checkpoint(tmp_path / "again")
     with torch.no_grad():

@@ -11,13 +11,20 @@ from vgtool.models.vlgtr import build_model
 
 
 def _tiny_config(
-    query_selection: bool, encoder_layers: int = 0, scoring: str = "film", phrase_layers: int = 0
+    query_selection: bool,
+    encoder_layers: int = 0,
+    scoring: str = "film",
+    phrase_layers: int = 0,
+    relation_bias: bool = False,
 ):
     config = config_from_preset("vlgtr-tiny")
     return dataclasses.replace(
         config,
         decoder=dataclasses.replace(
-            config.decoder, query_selection=query_selection, proposal_scoring=scoring
+            config.decoder,
+            query_selection=query_selection,
+            proposal_scoring=scoring,
+            relation_bias=relation_bias,
         ),
         encoder=dataclasses.replace(config.encoder, num_layers=encoder_layers, num_heads=2, ffn_dim=64),
         phrase_encoder=dataclasses.replace(
@@ -28,19 +35,38 @@ def _tiny_config(
 
 @pytest.fixture(
     scope="module",
-    params=[(False, 0), (True, 0), (True, 2), (True, 0, "dot"), (True, 0, "dot", 2)],
+    params=[
+        (False, 0),
+        (True, 0),
+        (True, 2),
+        (True, 0, "dot"),
+        (True, 0, "dot", 2),
+        (True, 0, "film", 0, True),
+    ],
     ids=[
         "learned-queries",
         "query-selection",
         "query-selection+image-encoder",
         "dot-scoring",
         "dot-scoring+phrase-encoder",
+        "query-selection+relation-bias",
     ],
 )
 def tiny(request):
     torch.manual_seed(0)
     config = _tiny_config(*request.param)
-    return build_model(config).eval(), load_tokenizer(config.text)
+    model = build_model(config).eval()
+    _randomise_relation_bias(model)
+    return model, load_tokenizer(config.text)
+
+
+def _randomise_relation_bias(model):
+    """A new box-relation bias is zero; give it trained-looking weights so that tests can see it."""
+    with torch.no_grad():
+        for layer in model.decoder.layers:
+            if layer.relation is not None:
+                layer.relation.mlp[-1].weight.normal_(std=0.5)
+                layer.relation.mlp[-1].bias.normal_(std=0.5)
 
 
 def _tokens(tokenizer, phrases):
@@ -177,6 +203,34 @@ def test_phrase_encoder_ignores_padding_and_is_trained_with_a_frozen_text_encode
     (out["pred_boxes"].sum() + out["pred_logits"].sum()).backward()
     assert model.phrase_encoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.text.parameters())
+
+
+def test_relation_bias_starts_as_no_bias_and_is_trained():
+    """A new box-relation bias leaves the model's outputs as they would be without it; it gets
+    gradients in training; with weights it changes the outputs; it needs query selection."""
+    torch.manual_seed(0)
+    config = _tiny_config(True, relation_bias=True)
+    model, tokenizer = build_model(config).eval(), load_tokenizer(config.text)
+    without = build_model(_tiny_config(True)).eval()
+    missing, unexpected = without.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and unexpected and all(".relation." in key for key in unexpected)
+    images, (ids, mask) = (
+        torch.randn(2, 3, 64, 64),
+        _tokens(tokenizer, ["red car", "the dog left of the cat"]),
+    )
+    with torch.no_grad():
+        a, b = model(images, ids, mask), without(images, ids, mask)
+    assert torch.equal(a["pred_boxes"], b["pred_boxes"]) and torch.equal(a["pred_logits"], b["pred_logits"])
+    model.train()
+    out = model(images, ids, mask)
+    (out["pred_boxes"].sum() + out["pred_logits"].sum()).backward()
+    assert all(layer.relation.mlp[-1].weight.grad.abs().sum() > 0 for layer in model.decoder.layers)
+    _randomise_relation_bias(model)
+    model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(images, ids, mask)["pred_logits"], b["pred_logits"], atol=1e-4)
+    with pytest.raises(ValueError, match=r"needs decoder\.query_selection"):
+        build_model(_tiny_config(False, relation_bias=True))
 
 
 def test_mismatched_counts_need_indices(tiny):

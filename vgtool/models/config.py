@@ -89,6 +89,10 @@ class DecoderConfig:
             a dot product with the projected phrase (language-guided query selection, as in
             Grounding DINO), and only the chosen tokens are modulated by the phrase; the first
             stage then costs almost nothing per phrase.
+        relation_bias: with ``query_selection``, each decoder layer's self-attention adds a per-head
+            bias computed from the geometry of each pair of query boxes (where one lies from the
+            other, and how much bigger it is; as in Relation DETR), so that queries can compare their
+            candidates for relations and superlatives. Starts at zero.
     """
 
     d_model: int = 256
@@ -99,6 +103,7 @@ class DecoderConfig:
     num_queries: int = 10
     query_selection: bool = False
     proposal_scoring: Literal["film", "dot"] = "film"
+    relation_bias: bool = False
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def sine_box_embedding(boxes_cxcywh: torch.Tensor, dim: int, temperature: float 
     """Sine embedding of boxes, one ``dim / 4`` block per coordinate (as in DAB-DETR).
 
     Args:
-        boxes_cxcywh: ``[..., 4]`` cxcywh in [0, 1].
+        boxes_cxcywh: ``[..., 4]`` cxcywh in [0, 1] (or any four values of order 1, such as
+            :func:`vgtool.box_ops.pairwise_relations`).
 
     Returns:
         ``[..., dim]``.

@@ -195,6 +195,10 @@ class VLGTR(nn.Module):
 
     def __init__(self, config: ModelConfig, vision: VisionBackbone, text: TextEncoder):
         super().__init__()
+        if config.decoder.relation_bias and not config.decoder.query_selection:
+            raise ValueError(
+                "decoder.relation_bias needs decoder.query_selection: the bias comes from the queries' boxes"
+            )
         d = config.decoder.d_model
         self.config = config
         self.vision = vision
