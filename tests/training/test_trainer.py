@@ -83,6 +83,7 @@ def test_outputs_and_two_stage_bookkeeping(synth_data, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["type"] for r in records} == {"train", "val"}
     assert all("acc@0.5" in r for r in records if r["type"] == "val")
+    assert all(0 < r["grad_norm"] < float("inf") for r in records if r["type"] == "train")
     assert result["counters"]["stage"] == 2
     # stage 2 trained the vision backbone, so the checkpoint stores it and records it as unfrozen
     config = json.loads((run / "last" / "config.json").read_text())
@@ -91,6 +92,20 @@ def test_outputs_and_two_stage_bookkeeping(synth_data, tmp_path):
 
     load_checkpoint(run / "last")
     load_checkpoint(run / "best")
+
+
+def test_logged_gradient_norm_is_the_one_before_clipping(synth_data, tmp_path):
+    stages = [{"name": "s", "epochs": 1, "lr": 1e-3}]
+    clipped = train(_recipe(synth_data, stages=stages, grad_clip=1e-6), tmp_path / "clip", quiet=True)
+    unclipped = train(_recipe(synth_data, stages=stages, grad_clip=0.0), tmp_path / "none", quiet=True)
+    norms = {}
+    for name, result in (("clip", clipped), ("none", unclipped)):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        norms[name] = [json.loads(line)["grad_norm"] for line in lines if '"train"' in line]
+        assert result["counters"]["step"] == len(norms[name])
+    # the first step sees the same weights and batch either way: the same norm, far above the clip
+    assert norms["clip"][0] == pytest.approx(norms["none"][0], rel=1e-4)
+    assert min(norms["clip"]) > 1e-3
 
 
 def test_category_loss_learns_the_dataset_categories(synth_data, tmp_path):

@@ -371,8 +371,11 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if recipe.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
+                # the norm before clipping, logged: with a small grad_clip most steps are clipped, and
+                # the factor they are scaled by is this norm's inverse
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    trainable, recipe.grad_clip if recipe.grad_clip > 0 else math.inf
+                )
                 optimizer.step()
                 counters.step += 1
                 counters.batch += 1
@@ -382,6 +385,7 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                     record = {"type": "train", "step": counters.step, "epoch": global_epoch + 1, "lr": lr}
                     record.update({k: round(v.item(), 6) for k, v in losses.items() if not k[-1].isdigit()})
                     record["loss"] = round(global_loss.item(), 6)
+                    record["grad_norm"] = round(grad_norm.item(), 6)
                     if image_cache is not None:
                         record["image_cache_hits"] = image_cache.hits
                         record["image_cache_misses"] = image_cache.misses
