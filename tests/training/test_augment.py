@@ -8,6 +8,7 @@ from vgtool.training.augment import (
     AugmentConfig,
     augment,
     flip_allowed,
+    phrase_variants,
     sample_crop_window_xyxy,
     swap_left_right,
 )
@@ -226,3 +227,24 @@ def test_color_jitter_keeps_hue(seed: int) -> None:
     red, green, blue = (int(v) for v in out[8, 8])
     assert red > green + 40 and abs(green - blue) <= 1
     assert not np.array_equal(out, np.asarray(image))
+
+
+def test_phrase_variants_are_every_phrase_augment_can_give():
+    flips = AugmentConfig(hflip=0.5, random_resized_crop=0.0)
+    assert phrase_variants("the cup left of the bowl", flips) == (
+        "the cup left of the bowl",
+        "the cup right of the bowl",
+    )
+    assert phrase_variants("the red square", flips) == ("the red square",)  # nothing to swap
+    assert phrase_variants("the right triangle", flips) == ("the right triangle",)  # never flipped
+    assert phrase_variants("the cup left of the bowl", AugmentConfig(hflip=0.0)) == (
+        "the cup left of the bowl",
+    )
+    assert phrase_variants("the cup left of the bowl", None) == ("the cup left of the bowl",)
+    rng = np.random.default_rng(0)
+    image = Image.new("RGB", (40, 30))
+    drawn = {
+        augment(image, np.array([[1.0, 1.0, 9.0, 9.0]]), "the cup left of the bowl", rng, flips)[2]
+        for _ in range(50)
+    }
+    assert drawn == set(phrase_variants("the cup left of the bowl", flips))

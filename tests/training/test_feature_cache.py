@@ -15,7 +15,7 @@ from vgtool.datasets.registry import DataConfig, load_samples
 from vgtool.models.init import config_from_preset
 from vgtool.models.text import load_tokenizer
 from vgtool.models.vlgtr import build_model
-from vgtool.training.augment import AugmentConfig, augment, flip_allowed
+from vgtool.training.augment import AugmentConfig, augment, flip_allowed, phrase_variants
 from vgtool.training.criterion import LossConfig, SetCriterion
 from vgtool.training.data import GroundingTrainDataset, TrainCollate
 from vgtool.training.feature_cache import ImageFeatureCache, TextFeatureCache, image_cache_blocker
@@ -96,6 +96,23 @@ def test_text_cache_gives_the_same_loss(setup):
     cached, again = cached["loss"], again["loss"]
     assert torch.allclose(direct, cached, atol=1e-5) and torch.allclose(cached, again)
     assert cache.misses == len(set(batch.phrases))  # each distinct phrase encoded once
+
+
+def test_text_features_do_not_depend_on_the_phrases_encoded_with_them(setup, monkeypatch):
+    model, tokenizer, _, samples = setup
+    monkeypatch.setattr(TextFeatureCache, "BATCH", 3)  # several batches of unequal lengths
+    phrases = [v for s in samples for v in phrase_variants(s.phrase, FLIPS)]
+    assert len(set(phrases)) > len({s.phrase for s in samples})  # some phrases have a mirror image
+    forward, backward = (TextFeatureCache(model, tokenizer, CPU, torch.float32) for _ in range(2))
+    assert forward.prefill(phrases) == backward.prefill(phrases[::-1]) == len(set(phrases))
+    assert forward.prefill(phrases) == 0  # nothing left to encode
+    lazy = TextFeatureCache(model, tokenizer, CPU, torch.float32)
+    lazy(phrases)  # not prefilled: each phrase encoded on its own
+    assert lazy.misses == len(set(phrases))
+    for phrase in set(phrases):
+        assert torch.equal(forward.store[phrase], backward.store[phrase])  # bit for bit
+        assert lazy.store[phrase].shape == forward.store[phrase].shape  # unpadded
+        assert torch.allclose(lazy.store[phrase], forward.store[phrase], atol=1e-5)
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.float16, 2e-3)])

@@ -43,7 +43,27 @@ def _recipe(data, **extra):
     return recipe_from_mapping(mapping)
 
 
-@pytest.mark.parametrize("extra", [{}, {"loss": {"category_weight": 1.0}}], ids=["plain", "category-loss"])
+def _conv_model(width: int) -> dict:
+    """A tiny ResNet; its first downsampling shortcut is a strided 1x1 convolution of ``width`` channels."""
+    return {
+        "preset": "vlgtr-tiny",
+        "vision": {
+            "name": "resnet18",
+            "image_size": 64,
+            "kwargs": {"layers": [1, 1, 1, 1], "channels": [width, width, 32, 32], "stem_width": width},
+        },
+    }
+
+
+# Trained channels-last (see vgtool.models.inference.prefers_channels_last).
+CONV_MODEL = _conv_model(16)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"loss": {"category_weight": 1.0}}, {"model": CONV_MODEL}],
+    ids=["plain", "category-loss", "conv-backbone"],
+)
 def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path, extra):
     recipe = _recipe(synth_data, save_every_steps=3, **extra)
     train(recipe, tmp_path / "full", quiet=True)
@@ -70,9 +90,80 @@ def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path, extra):
     full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
     assert full.keys() == resumed.keys()
-    assert ("category_head.weight" in full) == bool(extra)
+    assert ("category_head.weight" in full) == ("loss" in extra)
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
+
+
+def test_a_convolutional_backbone_trains_channels_last_with_the_same_losses(
+    synth_data, tmp_path, monkeypatch
+):
+    from vgtool.models import vlgtr
+
+    stages = [{"name": "s", "epochs": 1, "lr": 1e-3}]
+    recipe = _recipe(synth_data, model=CONV_MODEL, stages=stages)
+    formats = []
+    monkeypatch.setattr(
+        vlgtr.VLGTR,
+        "forward",
+        _recording_forward(vlgtr.VLGTR.forward, formats),
+    )
+    train(recipe, tmp_path / "channels-last", quiet=True)
+    assert formats and all(formats)  # every training step ran the backbone on channels-last weights
+    formats.clear()
+    monkeypatch.setattr("vgtool.training.trainer.prefers_channels_last", lambda net, device: False)
+    train(recipe, tmp_path / "contiguous", quiet=True)
+    assert formats and not any(formats)
+    losses = {name: [r["loss"] for r in _losses(tmp_path / name)] for name in ("channels-last", "contiguous")}
+    assert len(losses["channels-last"]) == len(losses["contiguous"]) > 1
+    # the same math in another memory layout: equal up to float rounding
+    assert losses["channels-last"] == pytest.approx(losses["contiguous"], rel=1e-3)
+    # the checkpoint stores plain contiguous tensors and loads as any other
+    from vgtool.checkpoint import load_checkpoint
+
+    weights = load_file(str(tmp_path / "channels-last" / "last" / "model.safetensors"))
+    assert all(tensor.is_contiguous() for tensor in weights.values())
+    load_checkpoint(tmp_path / "channels-last" / "last")
+
+
+def test_a_backbone_that_oneDNN_cannot_train_channels_last_trains_contiguous(
+    synth_data, tmp_path, monkeypatch
+):
+    from vgtool.models import vlgtr
+
+    # 8-channel strided 1x1 convolutions: their channels-last weight gradient crashes oneDNN's AVX-512
+    # kernel for some batch sizes (here, batches of 3 distinct images)
+    stages = [{"name": "s", "epochs": 2, "lr": 1e-3}]
+    recipe = _recipe(synth_data, model=_conv_model(8), stages=stages)
+    formats = []
+    monkeypatch.setattr(vlgtr.VLGTR, "forward", _recording_forward(vlgtr.VLGTR.forward, formats))
+    result = train(recipe, tmp_path / "run", quiet=True)
+    assert result["counters"]["step"] == len(formats) > 0
+    assert not any(formats)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns(synth_data, tmp_path, monkeypatch, caplog, native):
+    monkeypatch.setattr("vgtool.training.trainer.cpu_supports_bf16", lambda: native)
+    stages = [{"name": "s", "epochs": 1, "lr": 1e-3}]
+    with caplog.at_level("WARNING", logger="vgtool.training.trainer"):
+        result = train(
+            _recipe(synth_data, stages=stages, amp="bf16", device="cpu"), tmp_path / "run", quiet=True
+        )
+    assert result["counters"]["step"] > 0  # it trains either way
+    warned = [r.getMessage() for r in caplog.records if "native bf16" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)
+    assert not warned or "amp: none" in warned[0]
+
+
+def _recording_forward(forward, formats):
+    def recorded(self, *args, **kwargs):
+        if self.training:
+            conv = next(m for m in self.vision.modules() if isinstance(m, torch.nn.Conv2d))
+            formats.append(conv.weight.is_contiguous(memory_format=torch.channels_last))
+        return forward(self, *args, **kwargs)
+
+    return recorded
 
 
 def test_outputs_and_two_stage_bookkeeping(synth_data, tmp_path):

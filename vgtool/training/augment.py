@@ -141,6 +141,15 @@ def only_mirrors(config: AugmentConfig | None) -> bool:
     )
 
 
+def phrase_variants(phrase: str, config: AugmentConfig | None) -> tuple[str, ...]:
+    """Every phrase :func:`augment` can turn ``phrase`` into: itself and, when it may be flipped, its
+    mirror image (for caches of per-phrase features)."""
+    if config is None or not config.enabled or config.hflip == 0 or not flip_allowed(phrase):
+        return (phrase,)
+    mirrored = swap_left_right(phrase)
+    return (phrase,) if mirrored == phrase else (phrase, mirrored)
+
+
 def draw_flip(phrase: str, rng: np.random.Generator, config: AugmentConfig) -> bool:
     """The first draw of :func:`augment`: whether the sample is mirrored (needs no pixels)."""
     return rng.random() < config.hflip and flip_allowed(phrase)

@@ -28,7 +28,16 @@ ImageKey = tuple[str, bool]  # (image path, mirrored): one backbone input
 
 
 class TextFeatureCache:
-    """Frozen text-encoder features per phrase, stored unpadded (fp16) on the CPU."""
+    """Frozen text-encoder features per phrase, stored unpadded (fp16) on the CPU.
+
+    A phrase's features must not depend on which phrases it was encoded with: on CPU, a batch's size
+    and padded length change how the matrix products are blocked, hence the last bits of the result,
+    and a resumed run would then see other features than an uninterrupted one. So the trainer
+    :meth:`prefill` s every phrase it can draw, in one fixed order, and a phrase missing from that is
+    encoded on its own.
+    """
+
+    BATCH = 256
 
     def __init__(self, model, tokenizer: PhraseTokenizer, device: torch.device, dtype=torch.float16):
         self.model = model
@@ -40,18 +49,29 @@ class TextFeatureCache:
         self.misses = 0
 
     @torch.no_grad()
+    def _encode(self, phrases: Sequence[str]) -> None:
+        tokens = self.tokenizer(list(phrases))
+        features = self.model.encode_text_features(
+            tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+        )
+        lengths = tokens["attention_mask"].sum(1).tolist()
+        for phrase, feats, length in zip(phrases, features, lengths, strict=True):
+            self.store[phrase] = feats[: int(length)].to("cpu", self.dtype)
+
+    def prefill(self, phrases: Sequence[str]) -> int:
+        """Encode ``phrases`` (any order, repeats allowed) in batches fixed by the set of phrases alone:
+        sorted by length, then text (little padding). Returns how many were encoded."""
+        missing = sorted({p for p in phrases if p not in self.store}, key=lambda p: (len(p), p))
+        for start in range(0, len(missing), self.BATCH):
+            self._encode(missing[start : start + self.BATCH])
+        self.misses += len(missing)
+        return len(missing)
+
     def _fill(self, phrases: Sequence[str]) -> None:
         missing = list(dict.fromkeys(p for p in phrases if p not in self.store))
         self.misses += len(missing)
-        for start in range(0, len(missing), 256):
-            chunk = missing[start : start + 256]
-            tokens = self.tokenizer(chunk)
-            features = self.model.encode_text_features(
-                tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
-            )
-            lengths = tokens["attention_mask"].sum(1).tolist()
-            for phrase, feats, length in zip(chunk, features, lengths, strict=True):
-                self.store[phrase] = feats[: int(length)].to("cpu", self.dtype)
+        for phrase in missing:  # alone: its features then do not depend on the batch it came in
+            self._encode([phrase])
 
     def __call__(self, phrases: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[B, T, C]`` (zero-padded, float32, on the device) and mask ``[B, T]``."""

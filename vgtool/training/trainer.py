@@ -30,10 +30,11 @@ from vgtool.config import to_dict
 from vgtool.data.preprocess import PreprocessConfig, normalize
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.datasets.registry import load_samples
-from vgtool.device import autocast, resolve_device
+from vgtool.device import autocast, cpu_supports_bf16, resolve_device
 from vgtool.errors import InputError, VgtoolError
+from vgtool.models.inference import channels_last_trains_safely, prefers_channels_last
 from vgtool.models.vlgtr import VLGTR, build_model
-from vgtool.training.augment import only_mirrors
+from vgtool.training.augment import only_mirrors, phrase_variants
 from vgtool.training.config import RecipeConfig, StageConfig
 from vgtool.training.criterion import SetCriterion
 from vgtool.training.data import GroundingTrainDataset, TrainCollate, epoch_order, grouped_epoch_order
@@ -218,6 +219,11 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
     device = dist_device or resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
     bf16 = device.type == "cuda" if recipe.amp == "auto" else recipe.amp == "bf16"
+    if bf16 and device.type == "cpu" and not cpu_supports_bf16():
+        logger.warning(
+            "amp: bf16 on a CPU without native bf16 instructions (AVX512-BF16 or AMX) is emulated and "
+            "slow; amp: none trains faster on this machine"
+        )
 
     train_samples = load_samples(recipe.data.train)
     if not train_samples:
@@ -228,6 +234,13 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
     elif recipe.loss.category_weight == 0 and model.category_head is not None:
         model.category_head.requires_grad_(False)  # unused: kept as it is (DDP needs every trained one used)
     model = model.to(device)
+    if prefers_channels_last(model, device):
+        # a convolutional backbone trains faster channels-last (oneDNN on CPU: the bundled ResNet's
+        # forward and backward 1.35-1.4x faster in fp32, 1.4-2.5x in bf16); checkpoints store it contiguous
+        if channels_last_trains_safely(model, device):
+            model.use_channels_last()
+        else:
+            logger.info("vision backbone: contiguous (a strided 1x1 convolution has fewer than 16 channels)")
     counters = Counters()
     resume_document, resume_tensors = None, None
     if resume:
@@ -300,6 +313,17 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
         text_cache = None
         if recipe.cache_text and model.text_frozen:
             text_cache = TextFeatureCache(model, tokenizer, device, torch.float32)
+            # all at once, in a fixed order: a resumed run gets the very same features (see the class)
+            started = time.perf_counter()
+            encoded = text_cache.prefill(
+                [v for s in train_samples for v in phrase_variants(s.phrase, recipe.augment)]
+            )
+            logger.info(
+                "%s: %d distinct phrases encoded in %.1f s",
+                stage.name,
+                encoded,
+                time.perf_counter() - started,
+            )
         image_cache, image_mode = _image_cache_for_stage(
             image_cache, recipe, model, device, out_dir, (preprocess, bf16, str(device))
         )
