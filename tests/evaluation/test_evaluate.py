@@ -10,7 +10,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from vgtool.cli.evaluate import evaluate_cli
+from vgtool.cli.evaluate import evaluate_cli, metrics_table
 from vgtool.datasets import DataConfig, load_samples
 from vgtool.errors import InputError
 from vgtool.evaluation.evaluate import EvalConfig, evaluate_model, evaluate_predictions
@@ -129,6 +129,26 @@ def test_perfect_predictions(dataset: Path, tmp_path: Path, document) -> None:
         "unmatched_predictions": 0,
         "unmatched_images": 0,
     }
+
+
+def test_metrics_by_form_when_the_dataset_names_its_phrase_forms(dataset: Path, tmp_path: Path) -> None:
+    coco = json.loads(json.dumps(_coco()))  # a copy: PHRASES stays as it is for other tests
+    forms = {"red square": "attributes", "blue square": "relation", "small circle": "superlative"}
+    for phrase in coco["phrases"]:
+        if phrase["phrase"] in forms:
+            phrase["form"] = forms[phrase["phrase"]]
+    _write(dataset / "annotations.json", coco)
+    metrics = _evaluate(dataset, tmp_path, _results(shift=True))  # misses the blue square
+    by_form = metrics["by_form"]
+    assert sorted(by_form) == ["single/attributes", "single/relation", "single/superlative"]
+    assert by_form["single/relation"]["acc@0.5"] == 0.0
+    assert by_form["single/attributes"]["acc@0.5"] == by_form["single/superlative"]["acc@0.5"] == 1.0
+    assert sum(table["n_samples"] for table in by_form.values()) == 3  # phrases without a form: none
+    assert "single/relation" in metrics_table(metrics)
+
+
+def test_no_forms_no_form_tables(dataset: Path, tmp_path: Path) -> None:
+    assert _evaluate(dataset, tmp_path, _results())["by_form"] == {}
 
 
 def test_a_missed_box_lowers_accuracy_by_its_share(dataset: Path, tmp_path: Path) -> None:

@@ -84,13 +84,17 @@ def test_layout_ids_and_counts(dataset: tuple[Path, dict]) -> None:
 
 def test_every_phrase_parses_back_to_exactly_its_boxes(dataset: tuple[Path, dict]) -> None:
     root, summary = dataset
+    forms = set()
     for split in summary:
         coco = json.loads((root / f"{split}.json").read_text())
         scenes = _scenes(root, split)
         annotations = {a["id"]: a for a in coco["annotations"]}
         for phrase in coco["phrases"]:
             scene = scenes[phrase["image_id"]]
-            resolved = resolve(parse_phrase(phrase["phrase"]), scene)
+            query = parse_phrase(phrase["phrase"])
+            assert phrase["form"] == query.form, phrase  # the form stated is the phrase's own
+            forms.add(phrase["form"])
+            resolved = resolve(query, scene)
             expected_xywh = sorted(annotations[i]["bbox"] for i in phrase["annotation_ids"])
             resolved_xywh = []
             for index in resolved:
@@ -102,6 +106,7 @@ def test_every_phrase_parses_back_to_exactly_its_boxes(dataset: tuple[Path, dict
             )
             n_boxes = len(phrase["annotation_ids"])
             assert {"single": n_boxes == 1, "multi": n_boxes >= 2, "none": n_boxes == 0}[phrase["kind"]]
+    assert forms == {"attributes", "superlative", "relation"}
 
 
 def test_kind_ratios_follow_the_weights(dataset: tuple[Path, dict]) -> None:

@@ -33,8 +33,13 @@ class DataFormatChoice(str, Enum):
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
-    """The overall and per-kind metrics as an aligned text table ("-" where nothing was measured)."""
-    rows = [("overall", metrics["overall"]), *sorted(metrics["by_kind"].items())]
+    """The overall, per-kind and per-form metrics as an aligned text table ("-" where nothing was
+    measured)."""
+    rows = [
+        ("overall", metrics["overall"]),
+        *sorted(metrics["by_kind"].items()),
+        *sorted(metrics.get("by_form", {}).items()),
+    ]
     lines = [["", *(title for title, _ in TABLE_COLUMNS)]]
     for name, values in rows:
         cells = [name]

@@ -2,7 +2,8 @@
 
 Standard ``images``, ``categories`` and ``annotations`` (``bbox`` xywh pixels), where an annotation may
 carry a ``phrase`` (and a ``score``). An optional top-level ``phrases`` list,
-``{"id", "image_id", "phrase", "annotation_ids", "kind"}``, states each phrase explicitly, including
+``{"id", "image_id", "phrase", "annotation_ids", "kind"}`` (and optionally ``"form"``, e.g. ``vgtool
+synth``'s ``attributes``/``superlative``/``relation``), states each phrase explicitly, including
 phrases that name nothing (empty ``annotation_ids``). This is vgtool's own ``annotations.json`` and
 what CVAT / Label Studio COCO exports look like, so predictions and hand labels come back as data.
 """
@@ -135,7 +136,8 @@ def _from_phrase_list(index: _CocoIndex, phrases: list[dict[str, Any]]) -> list[
         kept = [ann for ann in anns if not ann.get("iscrowd", 0)]
         kind = entry.get("kind") or ("none" if not kept else "single" if len(kept) == 1 else "multi")
         phrase = str(entry["phrase"])
-        samples.append(index.sample(entry["image_id"], phrase, kept, entry.get("id"), meta={"kind": kind}))
+        meta = {"kind": kind, **({"form": str(entry["form"])} if entry.get("form") else {})}
+        samples.append(index.sample(entry["image_id"], phrase, kept, entry.get("id"), meta=meta))
     return sorted(samples, key=lambda s: (_id_key(s.image_id), s.phrase, _id_key(s.sample_id or 0)))
 
 
@@ -169,9 +171,10 @@ def load_coco_phrases(
 
     Returns:
         Samples sorted by image id, then phrase. With a ``phrases`` list: one per entry, ``sample_id``
-        the entry's id and ``meta["kind"]`` its kind. Otherwise: one per (image, phrase) group of
-        non-crowd annotations, ``sample_id`` counting from 1. ``meta["annotation_ids"]`` lists the
-        boxes' annotations, and ``meta["scores"]`` their scores when the file has them.
+        the entry's id, ``meta["kind"]`` its kind and ``meta["form"]`` its form, if given. Otherwise:
+        one per (image, phrase) group of non-crowd annotations, ``sample_id`` counting from 1.
+        ``meta["annotation_ids"]`` lists the boxes' annotations, and ``meta["scores"]`` their scores
+        when the file has them.
     """
     path = resolve_coco_json(Path(json_path), split)
     coco = _read_coco(path)

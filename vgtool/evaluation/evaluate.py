@@ -142,7 +142,9 @@ def score_predictions(
     """All metrics of ``predictions`` (one per sample, in order) against ``samples``.
 
     Returns:
-        ``overall`` and ``by_kind`` metric tables (rates are null where nothing is measured), the
+        ``overall`` and ``by_kind`` metric tables (rates are null where nothing is measured),
+        ``by_form`` tables keyed ``kind/form`` for the samples whose dataset names their phrase's form
+        (``meta["form"]``, e.g. ``single/relation`` for ``vgtool synth`` data; empty otherwise), the
         top-1 ``iou_histogram`` (``counts``, ``edges``) and the scoring ``settings``.
     """
     if len(samples) != len(predictions):
@@ -157,14 +159,21 @@ def score_predictions(
         keep = detection_indices(boxes_xyxy, scores, config)
         detections.append((boxes_xyxy[keep], scores[keep]))
     kinds: dict[str, list[int]] = defaultdict(list)
+    forms: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(samples):
         kinds[sample_kind(sample)].append(i)
+        if sample.meta.get("form"):
+            forms[f"{sample_kind(sample)}/{sample.meta['form']}"].append(i)
     counts, edges = iou_histogram(ious, bins=HISTOGRAM_BINS)
     return {
         "overall": _group_metrics(samples, predictions, detections, ious, list(range(len(samples))), config),
         "by_kind": {
             kind: _group_metrics(samples, predictions, detections, ious, kinds[kind], config)
             for kind in sorted(kinds)
+        },
+        "by_form": {
+            group: _group_metrics(samples, predictions, detections, ious, forms[group], config)
+            for group in sorted(forms)
         },
         "iou_histogram": {"counts": counts.tolist(), "edges": [round(float(e), 6) for e in edges]},
         "settings": {

@@ -117,6 +117,7 @@ def coco_for_split(
                     "phrase": phrase.text,
                     "annotation_ids": annotation_ids,
                     "kind": phrase.kind,
+                    "form": phrase.query.form,
                 }
             )
     return {

@@ -78,6 +78,16 @@ class Query:
         """``(size, colour, shape)``."""
         return self.size, self.colour, self.shape
 
+    @property
+    def form(self) -> str:
+        """``relation`` (picks its object by a relation to another), ``superlative``, or
+        ``attributes`` (attribute words alone, singular or plural)."""
+        if self.relation is not None:
+            return "relation"
+        if self.superlative is not None:
+            return "superlative"
+        return "attributes"
+
 
 def to_text(query: Query) -> str:
     """The canonical phrase: determiner, superlative, size, colour, noun, then the relation."""
