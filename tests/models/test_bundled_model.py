@@ -20,15 +20,11 @@ from vgtool.models.bundled import DEFAULT_MODEL_DIR
 from vgtool.models.presets import MINILM
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "vgtool" / "assets" / "examples"
-# The shipped model's known misses on the examples. It falls short of its accuracy targets (README,
-# "The default model": single-object Acc@0.5 0.84 on the held-out test split), and these are the
-# example phrases it gets wrong. strict: a better model that gets one right must update this list.
-KNOWN_MISSES = {
-    11: "the orange shape right of the small yellow square",
-    41: "the square (shapes_4)",
-    44: "the circle (shapes_4)",
-    9: "all stars (one star ranked below a non-star)",
-}
+# The shipped model's known misses on the examples: none at present. It still falls short of its
+# single-object accuracy target (README, "The default model": Acc@0.5 0.88 on the held-out test
+# split), so a retrained model may miss some; list them here (phrase id: phrase), and strict xfail
+# keeps the list honest: a model that gets a listed phrase right must take it off.
+KNOWN_MISSES: dict[int, str] = {}
 
 
 def _cases(ids: list[int]) -> list:
