@@ -61,8 +61,13 @@ CONV_MODEL = _conv_model(16)
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"loss": {"category_weight": 1.0}}, {"model": CONV_MODEL}],
-    ids=["plain", "category-loss", "conv-backbone"],
+    [
+        {},
+        {"loss": {"category_weight": 1.0}},
+        {"model": CONV_MODEL},
+        {"model": {"preset": "vlgtr-tiny", "decoder": {"dropout": 0.1}}},
+    ],
+    ids=["plain", "category-loss", "conv-backbone", "dropout"],
 )
 def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path, extra):
     recipe = _recipe(synth_data, save_every_steps=3, **extra)

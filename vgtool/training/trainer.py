@@ -350,6 +350,9 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
                 num_workers=recipe.num_workers,
                 collate_fn=collate,
                 pin_memory=device.type == "cuda",
+                # its own generator: starting an iterator draws worker seeds, and from the global RNG
+                # that draw would shift dropout after a resume (which starts one mid-epoch)
+                generator=torch.Generator().manual_seed(recipe.seed * 100_003 + global_epoch),
             )
             bar = tqdm(
                 loader,
