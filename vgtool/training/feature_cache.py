@@ -33,8 +33,8 @@ class TextFeatureCache:
     A phrase's features must not depend on which phrases it was encoded with: on CPU, a batch's size
     and padded length change how the matrix products are blocked, hence the last bits of the result,
     and a resumed run would then see other features than an uninterrupted one. So the trainer
-    :meth:`prefill` s every phrase it can draw, in one fixed order, and a phrase missing from that is
-    encoded on its own.
+    encodes every phrase it can draw up front (:meth:`prefill`), in one fixed order, and a phrase
+    missing from that is encoded on its own.
     """
 
     BATCH = 256
