@@ -9,7 +9,8 @@ Reports (printed and written as JSON):
 - ``stages_s``: where the end-to-end time went (waiting for decoded images, backbone, text,
   decoder, postprocessing, writing on the background threads, assembling annotations.json).
 - ``phrase_scaling``: model-only seconds per image with 1, 4 and 16 phrases (timed in turn, best repeat each).
-- ``peak_rss_mib``: peak resident memory of this process and of its finished worker processes.
+- ``peak_rss_mib``: peak resident memory of this process (``main``) and of its largest decoding
+  worker during the end-to-end run (``workers``, sampled every 50 ms: see :mod:`vgtool.rss`).
 - ``memory_scaling`` (with ``memory_scaling=(200, 2000)``): peak resident memory of separate
   ``vgtool ground`` runs over that many images each (fresh processes, so one run's peak cannot hide
   another's), and the growth from the smallest to the largest run.
@@ -18,13 +19,14 @@ Reports (printed and written as JSON):
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from vgtool.rss import ChildPeakSampler, own_peak_mib
 
 REPEATS = 5
 PHRASE_POOL = (
@@ -47,10 +49,8 @@ PHRASE_POOL = (
 )
 
 
-def _peak_rss_mib() -> dict[str, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"main": round(own, 1), "workers": round(children, 1)}
+def _peak_rss_mib(workers: float | None) -> dict[str, float | None]:
+    return {"main": round(own_peak_mib(), 1), "workers": None if workers is None else round(workers, 1)}
 
 
 def _model_only(
@@ -124,18 +124,14 @@ def _synthetic_images(folder: Path, count: int) -> Path:
 
 # Runs one grounding job in a fresh interpreter and prints its peak resident memory as JSON.
 _RSS_PROBE = """
-import json, resource, sys
+import json, sys
 from vgtool.ground.pipeline import GroundConfig, ground
+from vgtool.rss import ChildPeakSampler, own_peak_mib
 args = json.loads(sys.argv[1])
-ground([args["images"]], args["phrases"], out_dir=args["out"], model=args["model"],
-       config=GroundConfig(batch_size=args["batch_size"], device=args["device"], bf16=args["bf16"], quiet=True))
-main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-try:  # ru_maxrss survives exec on Linux (it would report the parent's peak); VmHWM starts afresh
-    with open("/proc/self/status") as status:
-        main = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
-except (OSError, StopIteration):
-    pass
-print(json.dumps({"main": main, "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+with ChildPeakSampler() as workers:
+    ground([args["images"]], args["phrases"], out_dir=args["out"], model=args["model"],
+           config=GroundConfig(batch_size=args["batch_size"], device=args["device"], bf16=args["bf16"], quiet=True))
+print(json.dumps({"main": own_peak_mib(), "workers": workers.peak_mib or 0.0}))
 """
 
 
@@ -176,7 +172,7 @@ def _memory_scaling(
     return {
         "peak_rss_mib": runs,
         "growth_main": round(large["main"] / small["main"] - 1, 4),
-        "growth_workers": round(large["workers"] / max(small["workers"], 1e-9) - 1, 4),
+        "growth_workers": round(large["workers"] / small["workers"] - 1, 4) if small["workers"] else None,
     }
 
 
@@ -224,9 +220,10 @@ def bench(
         num_images = len(list_images([image_dir], recursive=True))
         phrase_list = [PHRASE_POOL[i % len(PHRASE_POOL)] for i in range(phrases)]
         config = GroundConfig(batch_size=batch, device=device, bf16=use_bf16, recursive=True, quiet=quiet)
-        summary = ground(
-            [image_dir], phrase_list, out_dir=scratch_dir / "out", model=model_path, config=config
-        )
+        with ChildPeakSampler() as workers:
+            summary = ground(
+                [image_dir], phrase_list, out_dir=scratch_dir / "out", model=model_path, config=config
+            )
         timings = dict(summary.timings)
         end_to_end_s = timings["total"] - timings.get("load_model", 0.0)
 
@@ -257,7 +254,7 @@ def bench(
         "stages_s": timings,
         "phrase_scaling_s_per_image": scaling,
         "phrase_scaling_16_over_1": round(scaling["16"] / scaling["1"], 3),
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": _peak_rss_mib(workers.peak_mib),
     }
     if scaling_report is not None:
         report["memory_scaling"] = scaling_report
