@@ -12,15 +12,21 @@ import threading
 from pathlib import Path
 
 
-def own_peak_mib() -> float:
-    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` where ``/proc`` is missing)."""
+def _status_mib(status: Path, field: str) -> float | None:
+    """A ``kB`` field of a ``/proc/<pid>/status`` file, in MiB; None if unreadable (or exited)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in status.read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def own_peak_mib() -> float:
+    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` where ``/proc`` is missing)."""
+    peak = _status_mib(Path("/proc/self/status"), "VmHWM:")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _children_rss_mib() -> float | None:
@@ -35,13 +41,7 @@ def _children_rss_mib() -> float | None:
         except OSError:
             continue
         for pid in pids:
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:  # exited meanwhile
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    largest = max(largest, int(line.split()[1]) / 1024)
+            largest = max(largest, _status_mib(Path(f"/proc/{pid}/status"), "VmRSS:") or 0.0)
     return largest
 
 

@@ -276,6 +276,7 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
     last_val: dict[str, Any] = {}
     epochs_before = [sum(s.epochs for s in recipe.stages[:i]) for i in range(len(recipe.stages))]
     image_cache: ImageFeatureCache | None = None
+    text_cache: TextFeatureCache | None = None
 
     if resume and info.is_main and metrics_path.exists():
         # Steps after the last save are trained again; drop their old log lines so none repeat.
@@ -310,8 +311,9 @@ def _train(recipe, out_dir, info: DistInfo, dist_device, *, resume, quiet, on_st
             optimizer.load_state_dict(optimizer_state_from(resume_document, resume_tensors))
             restore_rng(resume_tensors, resume_document["rng"])
             resume_document = None
-        text_cache = None
-        if recipe.cache_text and model.text_frozen:
+        if not (recipe.cache_text and model.text_frozen):
+            text_cache = None
+        elif text_cache is None:  # kept from stage to stage while the encoder stays frozen
             text_cache = TextFeatureCache(model, tokenizer, device, torch.float32)
             # all at once, in a fixed order: a resumed run gets the very same features (see the class)
             started = time.perf_counter()
