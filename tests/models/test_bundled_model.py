@@ -20,10 +20,10 @@ from vgtool.models.bundled import DEFAULT_MODEL_DIR
 from vgtool.models.presets import MINILM
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "vgtool" / "assets" / "examples"
-# The shipped model's known misses on the examples: none at present. It still falls short of its
-# single-object accuracy target (README, "The default model": Acc@0.5 0.88 on the held-out test
-# split), so a retrained model may miss some; list them here (phrase id: phrase), and strict xfail
-# keeps the list honest: a model that gets a listed phrase right must take it off.
+# The shipped model's known misses on the examples: none at present. It is right on 0.95 of the
+# held-out test split's single-object phrases (README, "The default model"), so a retrained model may
+# miss some; list them here (phrase id: phrase), and strict xfail keeps the list honest: a model that
+# gets a listed phrase right must take it off.
 KNOWN_MISSES: dict[int, str] = {}
 
 

@@ -289,7 +289,16 @@ def test_unwritable_output_fails_early(synth_data, tmp_path):
         train(_recipe(synth_data), blocker / "run", quiet=True)
 
 
-@pytest.mark.parametrize("name", ["vlgtr_flickr30k.yaml", "vlgtr_refcoco.yaml", "tiny_synth.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vlgtr_flickr30k.yaml",
+        "vlgtr_refcoco.yaml",
+        "tiny_synth.yaml",
+        "vlgtr_synth_default.yaml",
+        "vlgtr_synth_default_restart.yaml",
+    ],
+)
 def test_committed_recipes_parse(name):
     from pathlib import Path
 
