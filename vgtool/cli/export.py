@@ -45,7 +45,7 @@ def export_cli(
 
     Its metadata (training step, validation metrics) is kept. With --calibrate, the model's default score threshold is chosen on that data (use a validation split, never the test split).
 
-    Example: vgtool export runs/synth-default/best --out vgtool/assets/models/default --calibrate data/synth --split val
+    Example: vgtool export runs/train/best --out models/shipped --calibrate data/calib --split val
     """
     from vgtool.checkpoint import export_checkpoint
 
