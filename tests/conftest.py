@@ -12,7 +12,7 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A ``vlgtr-tiny`` checkpoint with random weights; builds in about a second."""
-    from vgtool.models.init import init_checkpoint
+    from vgtool.checkpoint import init_checkpoint
 
     return init_checkpoint("vlgtr-tiny", tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
 

@@ -98,36 +98,3 @@ def test_batched_nms_keeps_what_nms_keeps_in_each_set(seed):
         chosen = candidates[k].nonzero().squeeze(1)
         expected = chosen[box_ops.nms(boxes[k][chosen], scores[k][chosen], 0.3)]
         assert order[k][keep[k]].tolist() == expected.tolist()
-
-
-def test_centre_cell_is_row_major_and_clamps_the_far_edges():
-    boxes = torch.tensor(
-        [
-            [0.05, 0.05, 0.1, 0.1],  # top-left cell
-            [0.55, 0.05, 0.1, 0.1],  # row 0, column 2 of 4
-            [0.05, 0.55, 0.1, 0.1],  # row 1 of 2, column 0
-            [1.0, 1.0, 0.1, 0.1],  # on the bottom-right edge: the last cell, not past it
-        ]
-    )
-    assert box_ops.centre_cell(boxes, 2, 4).tolist() == [0, 2, 4, 7]
-
-
-def test_pairwise_relations_by_hand_and_under_flips_and_scaling():
-    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.1], [0.7, 0.3, 0.4, 0.1]])  # cxcywh
-    rel = box_ops.pairwise_relations(boxes)
-    assert rel.shape == (2, 2, 4)
-    assert torch.equal(rel[0, 0], torch.zeros(4)) and torch.equal(rel[1, 1], torch.zeros(4))
-    # box 1 seen from box 0: one own width to the right, two own heights up, twice as wide, as high
-    log2, log3 = torch.log(torch.tensor(2.0)), torch.log(torch.tensor(3.0))
-    assert torch.allclose(rel[0, 1], torch.stack([log2, -log3, log2, torch.tensor(0.0)]), atol=1e-6)
-    # box 0 seen from box 1: half of box 1's width to the left, two heights down, half as wide
-    assert torch.allclose(
-        rel[1, 0], torch.stack([-torch.log(torch.tensor(1.5)), log3, -log2, torch.tensor(0.0)])
-    )
-    # a horizontal flip swaps left and right only; any unit (pixels, other image sizes) gives the same
-    flipped = box_ops.pairwise_relations(box_ops.hflip_cxcywh(boxes))
-    assert torch.allclose(flipped[..., 0], -rel[..., 0], atol=1e-6)
-    assert torch.allclose(flipped[..., 1:], rel[..., 1:], atol=1e-6)
-    assert torch.allclose(box_ops.pairwise_relations(boxes * 640), rel, atol=1e-5)
-    # leading dimensions are kept
-    assert box_ops.pairwise_relations(torch.rand(3, 5, 4) + 0.1).shape == (3, 5, 5, 4)

@@ -14,8 +14,8 @@ from vgtool.checkpoint import (
     referenced_parts,
     save_checkpoint,
 )
-from vgtool.errors import CheckpointError
-from vgtool.models.init import config_from_preset
+from vgtool.errors import CheckpointError, ConfigError
+from vgtool.models.presets import config_from_preset
 from vgtool.models.vlgtr import build_model
 
 
@@ -36,31 +36,11 @@ def test_round_trip_gives_identical_outputs(tiny_checkpoint, tmp_path):
     assert reloaded.config == model.config
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["encoder.num_layers=1", "encoder.num_heads=2", "encoder.ffn_dim=32"],
-        [
-            "phrase_encoder.num_layers=1",
-            "phrase_encoder.num_heads=2",
-            "phrase_encoder.ffn_dim=32",
-            "decoder.query_selection=true",
-            "decoder.proposal_scoring=dot",
-        ],
-        ["decoder.query_selection=true", "decoder.relation_bias=true"],
-    ],
-    ids=["image-encoder", "phrase-encoder+dot-scoring", "relation-bias"],
-)
-def test_optional_parts_round_trip(tmp_path, overrides):
-    from vgtool.models.init import init_checkpoint
+def test_two_stage_model_round_trips(tmp_path):
+    from vgtool.checkpoint import init_checkpoint
 
-    path = init_checkpoint("vlgtr-tiny", tmp_path / "enc", overrides)
+    path = init_checkpoint("vlgtr-tiny", tmp_path / "two-stage", ["decoder.query_selection=true"])
     model = load_checkpoint(path)
-    part = overrides[0].split(".")[0]
-    if part == "decoder":
-        assert all(layer.relation is not None for layer in model.decoder.layers)
-    else:
-        assert len((model.encoder if part == "encoder" else model.phrase_encoder).layers) == 1
     with torch.no_grad():  # trained-looking weights everywhere, so that a part left out would show
         torch.manual_seed(0)
         for param in model.parameters():
@@ -192,22 +172,95 @@ def test_export_writes_a_slim_copy_and_keeps_metadata(tiny_checkpoint, tmp_path)
     assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=2e-2)
 
 
-def test_category_head_round_trips(tiny_checkpoint, tmp_path):
-    model = load_checkpoint(tiny_checkpoint)
-    model.add_category_head(("circle", "square"))
-    save_checkpoint(model, tmp_path / "again")
-    reloaded = load_checkpoint(tmp_path / "again")
-    assert reloaded.config.categories == ("circle", "square")
-    assert torch.equal(reloaded.category_head.weight, model.category_head.weight)
-
-
 def test_config_hash_ignores_fields_at_their_default():
-    """A new option added with a default leaves existing checkpoints' hashes as they were; any
-    change of value, nested or not, changes the hash."""
+    """An option added with a default leaves existing checkpoints' hashes as they were; any change
+    of value, nested or not, changes the hash."""
     config = config_from_preset("vlgtr-tiny")
-    assert config_hash(config) == config_hash(replace(config, categories=()))
-    assert config_hash(config) == config_hash(replace(config, phrase_encoder=replace(config.phrase_encoder)))
-    changed = replace(config, phrase_encoder=replace(config.phrase_encoder, num_layers=1))
-    assert config_hash(changed) != config_hash(config)
-    assert config_hash(replace(config, categories=("a",))) != config_hash(config)
+    assert config_hash(config) == config_hash(replace(config, decoder=replace(config.decoder)))
+    assert config_hash(config) == config_hash(
+        replace(config, decoder=replace(config.decoder, query_selection=False))
+    )
     assert config_hash(replace(config, decoder=replace(config.decoder, num_queries=5))) != config_hash(config)
+    assert config_hash(replace(config, text=replace(config.text, max_length=9))) != config_hash(config)
+
+
+BUNDLED_CONFIG_HASH = "c7a0447817e04401"  # recorded before the options below were removed
+
+
+def test_bundled_model_keeps_its_config_hash():
+    """The bundled model's config.json still holds the retired fields (at their defaults); they are
+    dropped before hashing, so its hash, part of run manifests, is what it was."""
+    from vgtool.models.bundled import DEFAULT_MODEL_DIR
+
+    config, document = read_checkpoint_config(DEFAULT_MODEL_DIR)
+    assert {"encoder", "phrase_encoder", "categories"} <= set(document["model"])
+    assert config_hash(config) == BUNDLED_CONFIG_HASH
+
+
+OLD_ENCODER = {"num_layers": 0, "num_heads": 8, "ffn_dim": 1024, "dropout": 0.1}
+
+# Fields of options removed in vgtool 0.2: (path under "model", old default, a value that needed the
+# option, what the error names).
+RETIRED = [
+    ("encoder", OLD_ENCODER, {**OLD_ENCODER, "num_layers": 2}, r"model\.encoder\.num_layers is 2"),
+    (
+        "phrase_encoder",
+        OLD_ENCODER,
+        {**OLD_ENCODER, "num_layers": 1},
+        r"model\.phrase_encoder\.num_layers is 1",
+    ),
+    ("decoder.proposal_scoring", "film", "dot", r'model\.decoder\.proposal_scoring is "dot"'),
+    ("decoder.relation_bias", False, True, r"model\.decoder\.relation_bias is true"),
+    ("categories", [], ["a"], r'model\.categories is \["a"\]'),
+]
+RETIRED_IDS = [path for path, *_ in RETIRED]
+
+
+def _with_model_field(source, out, path: str, value) -> None:
+    """Copy checkpoint ``source`` to ``out`` with ``model.<path>`` set to ``value`` in its config.json."""
+    shutil.copytree(source, out)
+    document = json.loads((out / "config.json").read_text())
+    *parents, key = path.split(".")
+    node = document["model"]
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    (out / "config.json").write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize(("path", "default", "_value", "_named"), RETIRED, ids=RETIRED_IDS)
+def test_old_checkpoint_with_a_retired_field_at_its_default_loads(
+    tiny_checkpoint, tmp_path, path, default, _value, _named
+):
+    _with_model_field(tiny_checkpoint, tmp_path / "old", path, default)
+    assert read_checkpoint_config(tmp_path / "old")[0] == read_checkpoint_config(tiny_checkpoint)[0]
+
+
+def test_old_encoder_sections_without_layers_load_whatever_their_other_keys(tiny_checkpoint, tmp_path):
+    _with_model_field(
+        tiny_checkpoint, tmp_path / "a", "encoder", {"num_layers": 0, "num_heads": 2, "ffn_dim": 32}
+    )
+    _with_model_field(tmp_path / "a", tmp_path / "b", "phrase_encoder", {"dropout": 0.0})
+    model = load_checkpoint(tmp_path / "b")
+    assert model.config == read_checkpoint_config(tiny_checkpoint)[0]
+    with torch.no_grad():
+        assert torch.equal(
+            model(*_inputs())["pred_boxes"], load_checkpoint(tiny_checkpoint)(*_inputs())["pred_boxes"]
+        )
+
+
+@pytest.mark.parametrize(("path", "_default", "value", "named"), RETIRED, ids=RETIRED_IDS)
+def test_old_checkpoint_that_used_a_removed_option_is_refused(
+    tiny_checkpoint, tmp_path, path, _default, value, named
+):
+    _with_model_field(tiny_checkpoint, tmp_path / "old", path, value)
+    expected = rf"old/config\.json: {named}, but .* was removed in vgtool 0\.2; this checkpoint needs an older vgtool"
+    with pytest.raises(CheckpointError, match=expected) as info:
+        load_checkpoint(tmp_path / "old")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["encoder.num_layers=2", "decoder.relation_bias=true", "categories=[a]"])
+def test_removed_options_are_unknown_keys_for_new_models(override):
+    with pytest.raises(ConfigError, match="unknown config key"):
+        config_from_preset("vlgtr-tiny", [override])

@@ -38,7 +38,7 @@ def test_vgtool_model_path_needs_no_manual_setup():
     result = _run(
         """
         import torch
-        from vgtool.models.init import config_from_preset
+        from vgtool.models.presets import config_from_preset
         from vgtool.models.vlgtr import build_model
         model = build_model(config_from_preset("vlgtr-tiny"))
         assert model.vision.embed_dim > 0

@@ -10,7 +10,7 @@ import torch
 
 from vgtool.checkpoint import load_checkpoint
 from vgtool.errors import CheckpointError
-from vgtool.models.init import config_from_preset
+from vgtool.models.presets import config_from_preset
 from vgtool.models.vlgtr import build_model
 from vgtool.weights_import import import_torch_weights, read_torch_state_dict
 

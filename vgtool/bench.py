@@ -2,8 +2,8 @@
 
 Reports (printed and written as JSON):
 
-- ``model_only_images_per_s``: backbone + decoder + postprocessing on tensors made ahead of time
-  (no decoding, no writing), at the run's phrase count.
+- ``model_only_images_per_s``: the grounder's ``predict`` (backbone, decoder, postprocessing) on
+  tensors made ahead of time (no decoding, no writing), at the run's phrase count.
 - ``end_to_end_images_per_s``: ``vgtool ground`` over real files with crops and overlays on
   (model loading excluded), and ``ratio`` = end-to-end / model-only.
 - ``stages_s``: where the end-to-end time went (waiting for decoded images, backbone, text,
@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from vgtool.rss import ChildPeakSampler, own_peak_mib
 
@@ -54,64 +56,52 @@ def _peak_rss_mib(workers: float | None) -> dict[str, float | None]:
 
 
 def _model_only(
-    net,
-    device,
-    preprocess,
-    tokenizer,
-    num_images: int,
-    phrase_counts: tuple[int, ...],
-    batch_size: int,
-    bf16: bool,
+    grounder, num_images: int, phrase_counts: tuple[int, ...], batch_size: int
 ) -> dict[int, float]:
-    """Seconds per image for backbone + decoder + postprocessing on ready tensors, per phrase count.
+    """Seconds per image of ``grounder.predict`` (backbone, decoder, postprocessing) on batches of
+    ready uint8 tensors, per phrase count.
 
     The counts are timed in turn within each repeat, and each keeps its best repeat: a slow spell
     of the machine then touches every count alike instead of whichever was being timed.
     """
     import torch
 
-    from vgtool.data.preprocess import normalize
-    from vgtool.device import autocast
-    from vgtool.models.inference import decode_pairs
-    from vgtool.models.postprocess import PostProcess
+    from vgtool.data.image_dataset import ImageBatch
+    from vgtool.models.postprocess import PostProcessConfig
 
-    postprocess = PostProcess()
-    size = preprocess.image_size
-    pixels = torch.randint(0, 255, (batch_size, 3, size, size), dtype=torch.uint8)
+    image = Image.new("RGB", (640, 480))
+    pixels = torch.stack([grounder.image_transform(image)] * batch_size)
+    torch.manual_seed(0)
+    pixels = torch.randint_like(pixels, 0, 255)
+    batch = ImageBatch(
+        indices=list(range(batch_size)),
+        pixels=pixels,
+        sizes_wh=torch.tensor([[640.0, 480.0]]).repeat(batch_size, 1),
+        images=None,
+        failures=[],
+    )
+    postprocess = PostProcessConfig()
     batches = max(1, num_images // batch_size)
     best = dict.fromkeys(phrase_counts, float("inf"))
-    with torch.inference_mode(), autocast(device, bf16):
-        ready = normalize(pixels.to(device), preprocess)
-
-        def one_batch(text_memory, image_index, text_index, sizes):
-            memory = net.encode_image(ready)
-            outputs = decode_pairs(net, memory, text_memory, image_index, text_index)
-            postprocess(outputs, sizes)
-
-        inputs = {}
-        for count in phrase_counts:
-            phrases = [
-                PHRASE_POOL[i % len(PHRASE_POOL)] + ("" if i < len(PHRASE_POOL) else f" {i}")
-                for i in range(count)
-            ]
-            tokens = {k: v.to(device) for k, v in tokenizer(phrases).items()}
-            inputs[count] = (
-                net.encode_text(tokens["input_ids"], tokens["attention_mask"]),
-                torch.arange(batch_size, device=device).repeat_interleave(count),  # image of each pair
-                torch.arange(count, device=device).repeat(batch_size),  # phrase of each pair
-                torch.tensor([[640.0, 480.0]]).repeat(batch_size * count, 1),
-            )
-            one_batch(*inputs[count])  # warm-up
-        for _ in range(REPEATS):  # best of a few: the least disturbed by other work on the machine
-            for count, args in inputs.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                for _ in range(batches):
-                    one_batch(*args)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                best[count] = min(best[count], (time.perf_counter() - start) / (batches * batch_size))
+    encoded = {}
+    for count in phrase_counts:
+        phrases = [
+            PHRASE_POOL[i % len(PHRASE_POOL)] + ("" if i < len(PHRASE_POOL) else f" {i}")
+            for i in range(count)
+        ]
+        encoded[count] = grounder.encode_phrases(phrases)
+        grounder.predict(batch, encoded[count], postprocess=postprocess)  # warm-up
+    cuda = grounder.device.type == "cuda"
+    for _ in range(REPEATS):  # best of a few: the least disturbed by other work on the machine
+        for count, phrases in encoded.items():
+            if cuda:
+                torch.cuda.synchronize(grounder.device)
+            start = time.perf_counter()
+            for _ in range(batches):
+                grounder.predict(batch, phrases, postprocess=postprocess)
+            if cuda:
+                torch.cuda.synchronize(grounder.device)
+            best[count] = min(best[count], (time.perf_counter() - start) / (batches * batch_size))
     return best
 
 
@@ -199,21 +189,15 @@ def bench(
         out_json: also write the report here.
         memory_scaling: also measure peak memory of separate runs over these image counts.
     """
-    from vgtool.checkpoint import load_checkpoint
     from vgtool.data.listing import list_images
-    from vgtool.data.preprocess import PreprocessConfig
-    from vgtool.data.tokenize import PhraseTokenizer
-    from vgtool.device import resolve_device
-    from vgtool.ground.pipeline import GroundConfig, auto_batch_size, ground
-    from vgtool.models.bundled import resolve_model_path
-    from vgtool.models.inference import prepare_for_inference
+    from vgtool.ground.pipeline import GroundConfig, ground
+    from vgtool.grounders import load_grounder
+    from vgtool.prediction.batching import auto_batch_size
 
-    model_path = resolve_model_path(model)
-    torch_device = resolve_device(device)
-    use_bf16 = torch_device.type == "cuda" if bf16 is None else bf16
-    net = load_checkpoint(model_path, device=torch_device)
-    prepare_for_inference(net, torch_device)  # as vgtool ground prepares its model
-    batch = batch_size or auto_batch_size(torch_device, net, phrases)
+    grounder = load_grounder(model, device=device, bf16=bf16)  # as vgtool ground loads it
+    model_path, torch_device = grounder.source, grounder.device
+    use_bf16 = bool(grounder.settings().get("bf16", False))
+    batch = batch_size or auto_batch_size(torch_device, grounder.per_image_memory_bytes(phrases))
     with tempfile.TemporaryDirectory(prefix="vgtool-bench-") as scratch:
         scratch_dir = Path(scratch)
         image_dir = Path(images) if images is not None else _synthetic_images(scratch_dir / "data", synthetic)
@@ -227,13 +211,9 @@ def bench(
         timings = dict(summary.timings)
         end_to_end_s = timings["total"] - timings.get("load_model", 0.0)
 
-        preprocess = PreprocessConfig.from_model(net)
-        tokenizer = PhraseTokenizer.for_model(net)
         sample_images = max(batch, min(num_images, 4 * batch))
         counts = tuple(dict.fromkeys((phrases, 1, 4, 16)))
-        per_image = _model_only(
-            net, torch_device, preprocess, tokenizer, sample_images, counts, batch, use_bf16
-        )
+        per_image = _model_only(grounder, sample_images, counts, batch)
         model_s = per_image[phrases]
         scaling = {str(k): round(per_image[k], 5) for k in (1, 4, 16)}
         scaling_report = (

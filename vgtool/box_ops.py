@@ -182,26 +182,3 @@ def translate_xyxy(boxes_xyxy: torch.Tensor, dx: float, dy: float) -> torch.Tens
     """Shift pixel xyxy boxes by ``(dx, dy)``; a crop at ``(left, top)`` is ``(-left, -top)``."""
     offset = torch.tensor([dx, dy, dx, dy], dtype=boxes_xyxy.dtype, device=boxes_xyxy.device)
     return boxes_xyxy + offset
-
-
-def centre_cell(boxes_cxcywh: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``[..., 4]`` normalised cxcywh -> ``[...]`` long: the row-major index of the cell of an
-    ``height x width`` grid over the image that holds each box's centre (edges fall in the last cell)."""
-    col = (boxes_cxcywh[..., 0] * width).long().clamp(0, width - 1)
-    row = (boxes_cxcywh[..., 1] * height).long().clamp(0, height - 1)
-    return row * width + col
-
-
-def pairwise_relations(boxes_cxcywh: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """``[..., Q, 4]`` cxcywh -> ``[..., Q, Q, 4]``: where box j lies and how big it is, seen from box i.
-
-    Entry ``[..., i, j]`` is ``(s((cx_j - cx_i) / w_i), s((cy_j - cy_i) / h_i), log(w_j / w_i),
-    log(h_j / h_i))`` with ``s(d) = sign(d) * log(1 + |d|)``: the geometric features of Relation
-    Networks, with the signs kept so that left of / right of and above / below differ. Any consistent
-    unit works (normalised or pixels); widths and heights are clamped to ``eps``.
-    """
-    centre, size = boxes_cxcywh[..., :2], boxes_cxcywh[..., 2:].clamp(min=eps)
-    offset = (centre.unsqueeze(-3) - centre.unsqueeze(-2)) / size.unsqueeze(-2)  # [..., Q, Q, 2]
-    scale = size.log()
-    log_ratio = scale.unsqueeze(-3) - scale.unsqueeze(-2)  # [..., Q, Q, 2]: log(size_j / size_i)
-    return torch.cat([offset.sign() * offset.abs().log1p(), log_ratio], dim=-1)

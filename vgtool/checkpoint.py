@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,16 @@ from vgtool import __version__
 from vgtool.atomic import write_bytes_atomic
 from vgtool.config import from_dict, non_default_fields, to_dict
 from vgtool.errors import CheckpointError, ConfigError
-from vgtool.models.config import ModelConfig
+from vgtool.models.config import ModelConfig, drop_retired_fields
+from vgtool.models.presets import config_from_preset
+from vgtool.models.vlgtr import build_model
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "vgtool-checkpoint"
 FORMAT_VERSION = 1
 PART_PREFIXES = {"vision": "vision.", "text": "text."}
+FALLBACK_THRESHOLD = 0.5  # the default threshold of a checkpoint that was never calibrated
 
 
 def referenced_parts(config: ModelConfig) -> list[str]:
@@ -47,6 +51,25 @@ def config_hash(config: ModelConfig) -> str:
     """
     text = json.dumps(non_default_fields(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_fingerprint(directory: str | Path) -> str:
+    """sha256 over a checkpoint's config and weights files (what makes two runs' models the same)."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        with open(directory / name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def model_threshold(directory: str | Path) -> float:
+    """The default score threshold stored in a checkpoint (``meta.postprocess.threshold``, chosen by
+    ``vgtool export --calibrate``), or :data:`FALLBACK_THRESHOLD`."""
+    _, document = read_checkpoint_config(directory)
+    value = ((document.get("meta") or {}).get("postprocess") or {}).get("threshold")
+    return float(value) if isinstance(value, int | float) else FALLBACK_THRESHOLD
 
 
 def save_checkpoint(
@@ -98,8 +121,14 @@ def save_checkpoint(
 def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """Parse ``config.json`` of a checkpoint folder.
 
+    Fields of options removed since the checkpoint was written are dropped when they hold their
+    old default (see :data:`vgtool.models.config.RETIRED_FIELDS`).
+
     Returns:
-        The model config and the whole JSON document.
+        The model config and the whole JSON document (as read, retired fields included).
+
+    Raises:
+        CheckpointError: naming the file and the problem, e.g. a removed option that was on.
     """
     directory = Path(directory)
     path = directory / CONFIG_NAME
@@ -120,7 +149,10 @@ def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str
     if document.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer vgtool (format {document['format_version']})")
     try:
-        config = from_dict(ModelConfig, document.get("model", {}))
+        model = document.get("model", {})
+        if isinstance(model, dict):  # fields of removed options, at their old defaults, are dropped
+            model = drop_retired_fields(model)
+        config = from_dict(ModelConfig, model)
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from err
     return config, document
@@ -164,8 +196,6 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
     Raises:
         CheckpointError: naming the file and the problem (missing, corrupt, wrong keys or shapes).
     """
-    from vgtool.models.vlgtr import build_model
-
     directory = Path(directory)
     config, _ = read_checkpoint_config(directory)
     referenced = referenced_parts(config)
@@ -182,6 +212,15 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
     check_state_dict_keys(model, tensors, skip, directory / WEIGHTS_NAME)
     model.load_state_dict(tensors, strict=False)
     return model.to(device).eval()
+
+
+def init_checkpoint(preset: str, out: str | Path, overrides: Sequence[str] = (), seed: int = 0) -> Path:
+    """Build a preset's untrained model with seed ``seed`` (``key.path=value`` overrides applied)
+    and save it to ``out`` (``vgtool init``)."""
+    config = config_from_preset(preset, overrides)
+    torch.manual_seed(seed)
+    model = build_model(config)
+    return save_checkpoint(model, out, extra={"created_by": f"vgtool init --preset {preset}", "seed": seed})
 
 
 def export_checkpoint(

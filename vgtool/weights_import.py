@@ -54,7 +54,7 @@ def import_torch_weights(
 ) -> Path:
     """Build ``preset`` (with overrides), load ``weights`` into it strictly, save a checkpoint to ``out``."""
     from vgtool.checkpoint import check_state_dict_keys, save_checkpoint
-    from vgtool.models.init import config_from_preset
+    from vgtool.models.presets import config_from_preset
     from vgtool.models.vlgtr import build_model
 
     state = read_torch_state_dict(weights)

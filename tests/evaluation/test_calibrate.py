@@ -3,8 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vgtool.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from vgtool.evaluation.calibrate import FALLBACK_THRESHOLD, lowest_threshold, model_threshold
+from vgtool.checkpoint import (
+    FALLBACK_THRESHOLD,
+    model_threshold,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from vgtool.evaluation.calibrate import lowest_threshold
+from vgtool.grounders import load_grounder
 
 
 def test_lowest_threshold_meets_the_rate_on_the_grid():
@@ -78,11 +84,11 @@ def test_calibrate_picks_a_threshold_from_no_object_phrases(tiny_checkpoint, tmp
                 image_path=path, phrase="a dog", boxes_xyxy=np.zeros((0, 4), np.float32), image_id=i
             )
         )
-    model = load_checkpoint(tiny_checkpoint).eval()
-    result = calibrate(model, samples, max_no_object_fp=1 / 3, device="cpu", quiet=True)
+    grounder = load_grounder(tiny_checkpoint, device="cpu")
+    result = calibrate(grounder, samples, max_no_object_fp=1 / 3, quiet=True)
     assert result["n_no_object"] == 3
     assert result["threshold"] in GRID
     assert result["no_object_fp_rate"] <= result["no_object_fp_bound"]
     assert result["no_object_fp_bound"] <= 1 / 3 or result["threshold"] == GRID[-1]
-    save_checkpoint(model, tmp_path / "ckpt", extra={"postprocess": result})
+    save_checkpoint(grounder.net, tmp_path / "ckpt", extra={"postprocess": result})
     assert model_threshold(tmp_path / "ckpt") == result["threshold"]

@@ -284,18 +284,21 @@ def test_evaluate_model_output_is_deterministic(dataset: Path, tmp_path: Path, t
 
 
 @pytest.fixture
-def tiny_model(tiny_checkpoint: Path):
-    from vgtool.checkpoint import load_checkpoint
+def tiny_grounder(tiny_checkpoint: Path):
+    from vgtool.grounders import load_grounder
 
-    return load_checkpoint(tiny_checkpoint, device="cpu")
+    return load_grounder(tiny_checkpoint, device="cpu")
 
 
-def test_predict_encodes_each_image_once(dataset: Path, tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_encodes_each_image_once(
+    dataset: Path, tiny_grounder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     samples = load_samples(DataConfig(path=str(dataset)))
     samples = [*samples, samples[0]]  # a repeated (image, phrase) pair too
     images_seen: list[int] = []
     phrases_seen: list[int] = []
-    encode_image, encode_text = tiny_model.encode_image, tiny_model.encode_text
+    net = tiny_grounder.net
+    encode_image, encode_text = net.encode_image, net.encode_text
 
     def count_images(pixels):
         images_seen.append(len(pixels))
@@ -305,15 +308,15 @@ def test_predict_encodes_each_image_once(dataset: Path, tiny_model, monkeypatch:
         phrases_seen.append(len(input_ids))
         return encode_text(input_ids, attention_mask)
 
-    monkeypatch.setattr(tiny_model, "encode_image", count_images)
-    monkeypatch.setattr(tiny_model, "encode_text", count_phrases)
-    together = predict_samples(tiny_model, samples, batch_size=16, device="cpu", progress=False)
+    monkeypatch.setattr(net, "encode_image", count_images)
+    monkeypatch.setattr(net, "encode_text", count_phrases)
+    together = predict_samples(tiny_grounder, samples, batch_size=16, progress=False)
     assert images_seen == [2] and phrases_seen == [6]  # 7 samples, 2 images, 6 distinct phrases
     images_seen.clear()
-    apart = predict_samples(tiny_model, samples, batch_size=1, device="cpu", progress=False)
+    apart = predict_samples(tiny_grounder, samples, batch_size=1, progress=False)
     assert images_seen == [1, 1]
 
-    num_queries = tiny_model.config.decoder.num_queries
+    num_queries = net.config.decoder.num_queries
     for sample, (boxes_xyxy, scores), (boxes_apart, scores_apart) in zip(
         samples, together, apart, strict=True
     ):
@@ -326,15 +329,15 @@ def test_predict_encodes_each_image_once(dataset: Path, tiny_model, monkeypatch:
     np.testing.assert_array_equal(together[0][0], together[-1][0])
 
 
-def test_predict_names_an_undecodable_image(dataset: Path, tiny_model) -> None:
+def test_predict_names_an_undecodable_image(dataset: Path, tiny_grounder) -> None:
     (dataset / "imgs" / "b.png").write_bytes(b"not a png")
     samples = load_samples(DataConfig(path=str(dataset)))
     with pytest.raises(InputError, match=r"b\.png: not an image"):
-        predict_samples(tiny_model, samples, device="cpu", progress=False)
+        predict_samples(tiny_grounder, samples, progress=False)
 
 
-def test_predict_without_samples(tiny_model) -> None:
-    assert predict_samples(tiny_model, [], device="cpu") == []
+def test_predict_without_samples(tiny_grounder) -> None:
+    assert predict_samples(tiny_grounder, []) == []
 
 
 runner = CliRunner()

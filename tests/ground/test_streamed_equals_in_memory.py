@@ -10,9 +10,9 @@ import torch
 from vgtool.checkpoint import load_checkpoint
 from vgtool.data.decode import load_rgb
 from vgtool.data.preprocess import PreprocessConfig, normalize, resize_to_input
-from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.ground.pipeline import GroundConfig, ground
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
+from vgtool.models.text import phrase_tokenizer
 
 PHRASES = ["the red circle", "all blue squares", "a dog"]
 
@@ -42,7 +42,7 @@ def test_annotations_json_equals_a_plain_in_memory_forward(
     # The same model, one image at a time, everything kept in memory.
     net = load_checkpoint(tiny_checkpoint).eval()
     preprocess = PreprocessConfig.from_model(net)
-    tokens = PhraseTokenizer.for_model(net)(PHRASES)
+    tokens = phrase_tokenizer(net.config.text)(PHRASES)
     postprocess = PostProcess(PostProcessConfig(threshold=0.0, top_k=3))
     in_memory: dict[tuple[str, str], list] = {}
     for name in names.values():

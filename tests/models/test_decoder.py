@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vgtool.models.decoder import Attention, BoxRelationBias, PairMemory, pair_grid
+from vgtool.models.decoder import Attention, PairMemory, pair_grid
 
 B, P, N, T, Q, D, H = 3, 4, 7, 5, 6, 16, 4
 
@@ -70,26 +70,3 @@ def test_pair_grid_needs_every_phrase_in_every_image_image_major():
     assert pair_grid(texts, images, 3, 2) is None  # phrase-major
     assert pair_grid(images[:-1], texts[:-1], 2, 3) is None
     assert pair_grid(images, texts, 3, 3) is None  # an image without pairs
-
-
-def test_box_relation_bias_starts_at_zero_and_depends_only_on_relative_geometry():
-    torch.manual_seed(0)
-    relation = BoxRelationBias(H)
-    boxes = torch.cat(
-        [torch.rand(2, Q, 2) * 0.6 + 0.2, torch.rand(2, Q, 2) * 0.2 + 0.05], dim=-1
-    )  # [2, Q, 4]
-    assert torch.equal(relation(boxes), torch.zeros(2, H, Q, Q))  # a new bias changes nothing
-    with torch.no_grad():
-        relation.mlp[-1].weight.normal_()
-    bias = relation(boxes)
-    assert bias.shape == (2, H, Q, Q) and bias.abs().min() > 0
-    # moving every box together leaves the bias alone; moving one box changes its row and column only
-    shifted = boxes.clone()
-    shifted[..., :2] += 0.1
-    assert torch.allclose(relation(shifted), bias, atol=1e-4)
-    moved = boxes.clone()
-    moved[:, 2, :2] += torch.tensor([0.15, -0.1])
-    changed = (relation(moved) - bias).abs() > 1e-4  # [2, H, Q, Q]
-    others = [i for i in range(Q) if i != 2]
-    assert changed[:, :, 2, others].all() and changed[:, :, others, 2].all()
-    assert not changed[:, :, others][:, :, :, others].any()

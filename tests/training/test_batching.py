@@ -10,7 +10,7 @@ import torch
 from vgtool.data.preprocess import PreprocessConfig
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.datasets.registry import DataConfig, load_samples
-from vgtool.models.init import config_from_preset
+from vgtool.models.presets import config_from_preset
 from vgtool.models.text import load_tokenizer
 from vgtool.training.augment import AugmentConfig
 from vgtool.training.data import GroundingTrainDataset, TrainCollate, epoch_order, grouped_epoch_order
@@ -115,18 +115,3 @@ def test_collate_marks_rows_without_pixels(samples):
     assert cached and all(items[row].pixels is None for row in cached)
     assert all(batch.image_index[row] == -1 for row in cached)
     assert all(batch.image_index[row] >= 0 for row in range(len(items)) if row not in cached)
-
-
-def test_targets_carry_category_indices_only_when_categories_are_given(samples):
-    dataset, tokenizer = _dataset(samples, None)
-    assert "category" not in TrainCollate(tokenizer)([dataset[0]]).targets[0]
-
-    names = ("circle", "square")  # the other shapes, and samples without a category, are -1
-    with_categories = GroundingTrainDataset(
-        samples, PreprocessConfig(image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3), None, categories=names
-    )
-    items = [with_categories[i] for i in range(len(samples))]
-    targets = TrainCollate(tokenizer)(items).targets
-    expected = [names.index(s.category) if s.category in names else -1 for s in samples]
-    assert [int(t["category"]) for t in targets] == [item.category for item in items] == expected
-    assert set(expected) >= {-1} and any(e >= 0 for e in expected)

@@ -7,7 +7,7 @@ import torch
 
 from vgtool.errors import ConfigError
 from vgtool.models.vlgtr import NO_OBJECT, OBJECT
-from vgtool.training.criterion import LossConfig, SetCriterion, category_loss
+from vgtool.training.criterion import LossConfig, SetCriterion
 
 TARGET_CXCYWH = torch.tensor([[0.6, 0.5, 0.2, 0.2]])
 SHIFTED_CXCYWH = torch.tensor([[0.5, 0.5, 0.2, 0.2]])  # 0.1 to the left: IoU 1/3, GIoU 1/3
@@ -130,63 +130,9 @@ def test_unmatched_queries_learn_no_object() -> None:
         ({"box_iou_loss": "ciou"}, "box_iou_loss must be one of"),
         ({"no_object_weight": 0.0}, "no_object_weight must be > 0"),
         ({"bbox_weight": -1.0}, "bbox_weight"),
-        ({"category_weight": -0.5}, "category_weight"),
         ({"match_class": 0.0, "match_bbox": 0.0, "match_giou": 0.0}, "cannot all be 0"),
     ],
 )
 def test_bad_config(overrides: dict, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         LossConfig(**overrides)
-
-
-def category_outputs(num_images: int = 2, grid: tuple[int, int] = (2, 2), num_classes: int = 3) -> dict:
-    logits = torch.randn(
-        num_images, grid[0] * grid[1], num_classes, generator=torch.Generator().manual_seed(0)
-    )
-    return {"logits": logits.requires_grad_(), "grid": grid, "image_index": torch.tensor([1, 0, 1])}
-
-
-def test_category_loss_classifies_the_token_under_each_box_centre() -> None:
-    outputs = category_outputs()
-    targets = [
-        # pair 0 is in image 1: a box in the top-right cell and one in the bottom-left, category 2
-        {
-            "boxes": torch.tensor([[0.75, 0.25, 0.1, 0.1], [0.25, 0.75, 0.1, 0.1]]),
-            "category": torch.tensor(2),
-        },
-        {"boxes": torch.tensor([[0.25, 0.25, 0.1, 0.1]]), "category": torch.tensor(-1)},  # none: skipped
-        {"boxes": torch.tensor([[0.75, 0.75, 0.1, 0.1]]), "category": torch.tensor(0)},  # image 1, cell 3
-    ]
-    loss = category_loss(outputs, targets)
-
-    picked = outputs["logits"][torch.tensor([1, 1, 1]), torch.tensor([1, 2, 3])]
-    expected = torch.nn.functional.cross_entropy(picked, torch.tensor([2, 2, 0]))
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    loss.backward()
-    assert outputs["logits"].grad[0].abs().sum() == 0  # image 0 only has the pair without a category
-
-
-def test_category_loss_without_categories_is_a_connected_zero() -> None:
-    outputs = category_outputs()
-    targets = [
-        {"boxes": torch.zeros(0, 4), "category": torch.tensor(1)},
-        {"boxes": TARGET_CXCYWH},
-        {"boxes": TARGET_CXCYWH, "category": torch.tensor(-1)},
-    ]
-    loss = category_loss(outputs, targets)
-    loss.backward()
-    assert loss.item() == 0.0
-    assert outputs["logits"].grad is not None
-
-
-@pytest.mark.parametrize("weight", [0.0, 2.0])
-def test_category_loss_joins_the_total_with_its_weight(weight: float) -> None:
-    outputs = random_outputs(3, 2, 0) | {"category_outputs": category_outputs()}
-    targets = [{"boxes": TARGET_CXCYWH, "category": torch.tensor(1)} for _ in range(3)]
-    plain = SetCriterion(LossConfig())(random_outputs(3, 2, 0), targets)
-
-    losses = SetCriterion(LossConfig(category_weight=weight))(outputs, targets)
-
-    assert ("loss_category" in losses) == (weight > 0)
-    extra = weight * losses["loss_category"].item() if weight else 0.0
-    assert losses["loss"].item() == pytest.approx(plain["loss"].item() + extra, rel=1e-6)

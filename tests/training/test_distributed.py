@@ -108,7 +108,7 @@ def test_two_process_step_matches_single_process_step(tmp_path, four_single_box_
     from vgtool.checkpoint import load_checkpoint  # noqa: F401  (both must also load)
 
     torch.manual_seed(0)
-    from vgtool.models.init import config_from_preset
+    from vgtool.models.presets import config_from_preset
     from vgtool.models.vlgtr import build_model
 
     initial = build_model(config_from_preset("vlgtr-tiny")).state_dict()

@@ -12,7 +12,7 @@ from vgtool.data.decode import load_rgb
 from vgtool.data.preprocess import PreprocessConfig, normalize, resize_to_input
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.datasets.registry import DataConfig, load_samples
-from vgtool.models.init import config_from_preset
+from vgtool.models.presets import config_from_preset
 from vgtool.models.text import load_tokenizer
 from vgtool.models.vlgtr import build_model
 from vgtool.training.augment import AugmentConfig, augment, flip_allowed, phrase_variants

@@ -55,7 +55,7 @@ def _conv_model(width: int) -> dict:
     }
 
 
-# Trained channels-last (see vgtool.models.inference.prefers_channels_last).
+# Trained channels-last (see vgtool.models.memory_format.prefers_channels_last).
 CONV_MODEL = _conv_model(16)
 
 
@@ -63,25 +63,15 @@ CONV_MODEL = _conv_model(16)
     "extra",
     [
         {},
-        {"loss": {"category_weight": 1.0}},
         {"model": CONV_MODEL},
         {"model": {"preset": "vlgtr-tiny", "decoder": {"dropout": 0.1}}},
     ],
-    ids=["plain", "category-loss", "conv-backbone", "dropout"],
+    ids=["plain", "conv-backbone", "dropout"],
 )
 def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path, extra):
     recipe = _recipe(synth_data, save_every_steps=3, **extra)
     train(recipe, tmp_path / "full", quiet=True)
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_at_7(step):
-        if step == 7:  # mid-epoch, after the save at step 6
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(recipe, tmp_path / "cut", quiet=True, on_step=stop_at_7)
+    _train_until(recipe, tmp_path / "cut", 7)  # mid-epoch, after the save at step 6
     state = json.loads((tmp_path / "cut" / "last" / "train_state.json").read_text())
     assert state["counters"]["step"] == 6 and state["counters"]["batch"] > 0
     train(recipe, tmp_path / "cut", quiet=True, resume=True)
@@ -92,12 +82,55 @@ def test_resumed_run_ends_with_the_same_parameters(synth_data, tmp_path, extra):
         json.loads(line)["step"] for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == train_steps  # the resumed log has no repeated or missing lines
-    full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
-    resumed = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
-    assert full.keys() == resumed.keys()
-    assert ("category_head.weight" in full) == ("loss" in extra)
-    for key in full:
-        assert torch.equal(full[key], resumed[key]), key
+    _assert_same_weights(tmp_path / "full" / "last", tmp_path / "cut" / "last")
+
+
+@pytest.mark.parametrize(
+    "second_stage",
+    [
+        {"name": "unfrozen", "epochs": 1, "lr": 5e-4, "vision_lr": 1e-4},
+        {"name": "lower-lr", "epochs": 1, "lr": 5e-4},
+    ],
+    ids=["more-groups", "same-groups"],
+)
+def test_a_run_resumed_from_the_save_between_two_stages_ends_with_the_same_parameters(
+    synth_data, tmp_path, second_stage
+):
+    """``last/`` saved at the end of a stage holds that stage's optimizer; the next stage starts
+    with a new one, resumed or not (whether or not it trains more parameter groups)."""
+    first_stage = {"name": "frozen", "epochs": 2, "lr": 1e-3, "warmup_steps": 2}
+    recipe = _recipe(synth_data, stages=[first_stage, second_stage])
+    steps: list[int] = []
+    train(recipe, tmp_path / "full", quiet=True, on_step=steps.append)
+    _train_until(recipe, tmp_path / "cut", 2 * len(steps) // 3 + 1)  # the first step of stage 2
+    counters = json.loads((tmp_path / "cut" / "last" / "train_state.json").read_text())["counters"]
+    assert (counters["stage"], counters["epoch"], counters["batch"]) == (1, 0, 0)  # stage 1's last save
+    train(recipe, tmp_path / "cut", quiet=True, resume=True)
+    assert [r["step"] for r in _losses(tmp_path / "cut")] == steps
+    _assert_same_weights(tmp_path / "full" / "last", tmp_path / "cut" / "last")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _train_until(recipe, out_dir, step: int) -> None:
+    """Train into ``out_dir`` and stop right after optimizer step ``step``, as a kill would."""
+
+    def stop(done):
+        if done == step:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(recipe, out_dir, quiet=True, on_step=stop)
+
+
+def _assert_same_weights(expected_dir, actual_dir) -> None:
+    expected = load_file(str(expected_dir / "model.safetensors"))
+    actual = load_file(str(actual_dir / "model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
 
 
 def test_a_convolutional_backbone_trains_channels_last_with_the_same_losses(
@@ -202,56 +235,6 @@ def test_logged_gradient_norm_is_the_one_before_clipping(synth_data, tmp_path):
     # the first step sees the same weights and batch either way: the same norm, far above the clip
     assert norms["clip"][0] == pytest.approx(norms["none"][0], rel=1e-4)
     assert min(norms["clip"]) > 1e-3
-
-
-def test_category_loss_learns_the_dataset_categories(synth_data, tmp_path):
-    """``loss.category_weight`` gives the model a head over the training data's category names
-    (sorted), and the logged ``loss_category`` falls as it trains."""
-    from vgtool.checkpoint import load_checkpoint
-    from vgtool.datasets.registry import load_samples
-
-    recipe = _recipe(
-        synth_data, loss={"category_weight": 1.0}, stages=[{"name": "s", "epochs": 4, "lr": 1e-2}]
-    )
-    train(recipe, tmp_path / "run", quiet=True)
-
-    names = sorted({s.category for s in load_samples(recipe.data.train) if s.category is not None})
-    model = load_checkpoint(tmp_path / "run" / "last")
-    assert model.config.categories == tuple(names) and len(names) > 1
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    logged = [r["loss_category"] for r in records if r["type"] == "train"]
-    half = len(logged) // 2
-    assert half >= 4 and sum(logged[half:]) < 0.8 * sum(logged[:half])
-
-
-def test_a_category_head_without_its_loss_is_left_as_it_is(synth_data, tmp_path):
-    """Fine-tuning a model that has a category head with ``category_weight`` 0 keeps the head fixed
-    (it gets no gradient, and data-parallel training needs every trained parameter used)."""
-    from vgtool.checkpoint import load_checkpoint, save_checkpoint
-    from vgtool.models.init import init_checkpoint
-
-    start = load_checkpoint(init_checkpoint("vlgtr-tiny", tmp_path / "init", []))
-    start.add_category_head(("a", "b"))
-    save_checkpoint(start, tmp_path / "start")
-    stages = [{"name": "s", "epochs": 1, "lr": 1e-2}]
-    train(_recipe(synth_data, init_from=str(tmp_path / "start"), stages=stages), tmp_path / "run", quiet=True)
-    tuned = load_checkpoint(tmp_path / "run" / "last")
-    assert tuned.config.categories == ("a", "b")
-    assert torch.equal(tuned.category_head.weight, start.category_head.weight)
-    assert not torch.equal(tuned.class_head.weight, start.class_head.weight)  # the rest did train
-
-
-def test_category_loss_needs_samples_with_categories(tmp_path):
-    from vgtool.datasets.sample import GroundingSample
-    from vgtool.errors import InputError
-    from vgtool.training.trainer import _categories
-
-    recipe = _recipe(tmp_path, loss={"category_weight": 1.0})
-    samples = [GroundingSample(tmp_path / "a.png", "a thing", [[0, 0, 1, 1]], image_id=1)]
-    with pytest.raises(InputError, match="no training sample names its objects' category"):
-        _categories(recipe, samples)
-    named = [GroundingSample(tmp_path / "a.png", "it", [[0, 0, 1, 1]], image_id=1, category=c) for c in "ba"]
-    assert _categories(recipe, samples + named) == ("a", "b")
 
 
 def test_refuses_to_overwrite_an_earlier_run_without_resume(synth_data, tmp_path):
@@ -507,26 +490,13 @@ def test_resume_with_the_feature_cache_is_exact(synth_data, tmp_path, on_disk):
         save_every_steps=3,
     )
     train(recipe, tmp_path / "full", quiet=True)
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_at_7(step):
-        if step == 7:  # mid-epoch 2 of the frozen stage, after the save at step 6
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(recipe, tmp_path / "cut", quiet=True, on_step=stop_at_7)
+    _train_until(recipe, tmp_path / "cut", 7)  # mid-epoch 2 of the frozen stage, after the save at step 6
     counters = json.loads((tmp_path / "cut" / "last" / "train_state.json").read_text())["counters"]
     assert (counters["stage"], counters["step"]) == (0, 6) and counters["batch"] > 0
     train(recipe, tmp_path / "cut", quiet=True, resume=True)
     assert [r["step"] for r in _losses(tmp_path / "cut")] == [r["step"] for r in _losses(tmp_path / "full")]
     assert (tmp_path / "cut" / "feature_cache").is_dir() == on_disk
-    full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
-    resumed = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
-    assert full.keys() == resumed.keys()
-    for key in full:
-        assert torch.equal(full[key], resumed[key]), key
+    _assert_same_weights(tmp_path / "full" / "last", tmp_path / "cut" / "last")
 
 
 def test_an_empty_training_set_is_a_clear_error(tmp_path):

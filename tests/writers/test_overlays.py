@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from vgtool.groundings import Groundings
 from vgtool.writers.overlays import label_origin
 
 
@@ -26,9 +28,14 @@ def test_label_text_matches_direct_rendering():
     from vgtool.writers.overlays import _font, _metrics, category_colour, draw_overlay
 
     image = Image.new("RGB", (400, 300), (128, 128, 128))
-    ann = {"bbox": [50.0, 100.0, 80.0, 60.0], "category_id": 3, "phrase": "the red circle", "score": 0.87}
-    drawn = draw_overlay(image, [ann])
-    drawn_again = draw_overlay(image, [ann])  # second time from the cache
+    box = Groundings(
+        xyxy=np.array([[50.0, 100.0, 130.0, 160.0]], np.float32),
+        scores=np.array([0.87], np.float32),
+        phrase_ids=np.array([1], np.int64),
+    )
+    labels = {"labels": ["a dog", "the red circle"], "colour_ids": [1, 3]}  # per phrase id
+    drawn = draw_overlay(image, box, **labels)
+    drawn_again = draw_overlay(image, box, **labels)  # second time from the cache
     assert list(drawn.getdata()) == list(drawn_again.getdata())
 
     line, size = 2, 11  # what draw_overlay picks for a 300-pixel side

@@ -35,15 +35,17 @@ def test_inside_refuses_escapes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("bbox", "size", "window"),
+    ("box_xyxy", "size", "window"),
     [
-        ([10.4, 5.6, 20.0, 10.0], (100, 50), (10, 5, 30, 16)),
-        ([-5, -5, 2, 2], (10, 10), (0, 0, 1, 1)),
-        ([9.9, 9.9, 0.01, 0.01], (10, 10), (9, 9, 10, 10)),
+        ([10.4, 5.6, 30.6, 15.4], (100, 50), (10, 6, 31, 15)),  # edges to the nearest boundary
+        ([10.0, 5.0, 30.0, 15.0], (100, 50), (10, 5, 30, 15)),  # whole pixels stay as they are
+        ([-5, -5, -3, -3], (10, 10), (0, 0, 1, 1)),  # outside: one pixel at the border
+        ([9.9, 9.9, 9.91, 9.91], (10, 10), (9, 9, 10, 10)),  # under a pixel: still one
+        ([80.2, 40.5, 120.0, 60.0], (100, 50), (80, 40, 100, 50)),  # clipped to the image
     ],
 )
-def test_crop_window(bbox, size, window):
-    assert crop_box_xyxy(bbox, *size) == window
+def test_crop_window(box_xyxy, size, window):
+    assert crop_box_xyxy(box_xyxy, *size) == window
 
 
 @pytest.mark.parametrize(

@@ -51,18 +51,16 @@ def export_cli(
 
     postprocess = None
     if calibrate is not None:
-        from vgtool.checkpoint import load_checkpoint
         from vgtool.datasets import DataConfig, load_samples
         from vgtool.evaluation.calibrate import calibrate as choose_threshold
+        from vgtool.grounders import load_grounder
 
         samples = load_samples(DataConfig(path=calibrate, split=split))
-        model = load_checkpoint(checkpoint).eval()
         postprocess = choose_threshold(
-            model,
+            load_grounder(checkpoint, device=device),
             samples,
             max_no_object_fp=max_no_object_fp,
             confidence=confidence,
-            device=device,
             quiet=quiet,
         )
         postprocess["calibrated_on"] = f"{calibrate}" + (f" (split {split})" if split else "")

@@ -17,9 +17,9 @@ def info_cli(
     """
     import json
 
-    from vgtool.models.describe import describe_checkpoint
+    from vgtool.grounders import load_grounder
 
-    description = describe_checkpoint(model)
+    description = load_grounder(model, device="cpu").describe()
     if as_json:
         typer.echo(json.dumps(description, indent=2))
         return

@@ -23,7 +23,8 @@ def init_cli(
 
     Example: vgtool init --preset vlgtr-tiny --out models/tiny --set decoder.num_queries=8
     """
-    from vgtool.models.init import init_checkpoint, preset_names
+    from vgtool.checkpoint import init_checkpoint
+    from vgtool.models.presets import preset_names
 
     if list_presets:
         for name in preset_names():

@@ -7,16 +7,16 @@ ends a run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from vgtool.data.decode import ImageDecodeError, load_rgb
 from vgtool.data.listing import ImageEntry
-from vgtool.data.preprocess import PreprocessConfig, resize_to_input
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ImageBatch:
 
     Attributes:
         indices: ``[B]`` positions in the run's image list of the decoded images.
-        pixels: ``[B, 3, S, S]`` uint8 model input.
+        pixels: ``[B, 3, H, W]`` uint8 model input (the grounder's ``image_transform``).
         sizes_wh: ``[B, 2]`` displayed width and height in pixels.
         images: ``B`` uint8 ``[H, W, 3]`` arrays of the displayed images, or None when not kept.
         failures: ``(index, reason)`` for images that could not be decoded.
@@ -43,11 +43,22 @@ class ImageBatch:
 
 
 class ImageFileDataset(Dataset):
-    """Items are dicts: ``index``, and either ``pixels``/``size_wh``/``image`` or ``error``."""
+    """Items are dicts: ``index``, and either ``pixels``/``size_wh``/``image`` or ``error``.
 
-    def __init__(self, entries: Sequence[ImageEntry], preprocess: PreprocessConfig, keep_images: bool):
+    Args:
+        entries: the images.
+        transform: ``PIL RGB image -> [3, H, W] uint8`` model input (picklable: it runs in workers).
+        keep_images: also return the decoded image, for crops and overlays.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[ImageEntry],
+        transform: Callable[[Image.Image], torch.Tensor],
+        keep_images: bool,
+    ):
         self.entries = list(entries)
-        self.preprocess = preprocess
+        self.transform = transform
         self.keep_images = keep_images
 
     def __len__(self) -> int:
@@ -60,7 +71,7 @@ class ImageFileDataset(Dataset):
             return {"index": index, "error": str(err)}
         item = {
             "index": index,
-            "pixels": resize_to_input(image, self.preprocess),
+            "pixels": self.transform(image),
             "size_wh": (image.width, image.height),
         }
         if self.keep_images:

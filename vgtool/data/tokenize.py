@@ -17,13 +17,6 @@ class PhraseTokenizer:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    @classmethod
-    def for_model(cls, model) -> PhraseTokenizer:
-        """The tokenizer of a VLGTR's text encoder, truncating at its ``max_length``."""
-        from vgtool.models.text import load_tokenizer
-
-        return cls(load_tokenizer(model.config.text), model.config.text.max_length)
-
     def token_count(self, phrase: str) -> int:
         return len(self.tokenizer(phrase, add_special_tokens=True)["input_ids"])
 

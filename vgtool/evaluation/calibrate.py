@@ -14,12 +14,10 @@ target is the one-sided 95% upper Clopper-Pearson bound of the rate, not the rat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FALLBACK_THRESHOLD = 0.5
 GRID = np.round(np.arange(0.05, 1.0, 0.01), 2)  # thresholds considered, 0.05 .. 0.99
 
 
@@ -56,28 +54,20 @@ def lowest_threshold(
     return float(GRID[-1])
 
 
-def model_threshold(model_path: str | Path) -> float:
-    """The default threshold stored in a checkpoint, or :data:`FALLBACK_THRESHOLD`."""
-    from vgtool.checkpoint import read_checkpoint_config
-
-    _, document = read_checkpoint_config(model_path)
-    value = ((document.get("meta") or {}).get("postprocess") or {}).get("threshold")
-    return float(value) if isinstance(value, int | float) else FALLBACK_THRESHOLD
-
-
 def calibrate(
-    model,
+    grounder,
     samples,
     *,
     max_no_object_fp: float = 0.1,
     confidence: float = 0.95,
     nms_iou: float = 0.7,
-    device: str = "auto",
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Choose the threshold for ``model`` on ``samples`` (a validation split with no-object phrases).
+    """Choose the threshold for ``grounder`` on ``samples`` (a validation split with no-object
+    phrases).
 
     Args:
+        grounder: the loaded model (see :func:`vgtool.grounders.load_grounder`).
         confidence: see :func:`upper_rate_bound` (0: the rate seen on ``samples`` must meet the target).
 
     Returns:
@@ -90,7 +80,7 @@ def calibrate(
     absent = [s for s in samples if len(s.boxes_xyxy) == 0]
     if not absent:
         raise ValueError("the calibration data has no phrases that name nothing")
-    predictions = predict_samples(model, absent, device=device, progress=not quiet)
+    predictions = predict_samples(grounder, absent, progress=not quiet)
     config = EvalConfig(threshold=GRID[0], nms_iou=nms_iou)
     maxima = []
     for boxes, scores in predictions:

@@ -29,9 +29,9 @@ import torch
 
 from vgtool.atomic import write_bytes_atomic
 from vgtool.box_ops import nms
+from vgtool.checkpoint import FALLBACK_THRESHOLD
 from vgtool.datasets import DataConfig, GroundingSample, load_samples
 from vgtool.errors import InputError
-from vgtool.evaluation.calibrate import FALLBACK_THRESHOLD
 from vgtool.evaluation.metrics import (
     coco_map,
     grounding_accuracy,
@@ -271,27 +271,18 @@ def evaluate_model(
     Raises:
         CheckpointError, InputError, ConfigError: a bad model, dataset or image.
     """
-    from vgtool.checkpoint import load_checkpoint
-    from vgtool.device import resolve_device
-    from vgtool.evaluation.calibrate import model_threshold
     from vgtool.evaluation.predict import predict_samples
-    from vgtool.models.bundled import resolve_model_path
-    from vgtool.models.inference import prepare_for_inference
+    from vgtool.grounders import load_grounder
 
     config = config or EvalConfig()
-    model_path = resolve_model_path(model)
-    if config.threshold is None:
-        config = replace(config, threshold=model_threshold(model_path))
     samples = _load_samples(data)
-    device = resolve_device(config.device)
-    net = load_checkpoint(model_path, device=device)
-    prepare_for_inference(net, device)
+    grounder = load_grounder(model, device=config.device, bf16=config.bf16)
+    if config.threshold is None:
+        config = replace(config, threshold=grounder.default_threshold)
     predictions = predict_samples(
-        net,
+        grounder,
         samples,
         batch_size=config.batch_size,
-        device=device,
-        bf16=device.type == "cuda" if config.bf16 is None else config.bf16,
         progress=not config.quiet,
         num_workers=config.num_workers,
     )

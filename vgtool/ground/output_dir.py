@@ -1,6 +1,6 @@
 """The output folder: what a run writes there, and whether an existing folder may be resumed.
 
-A run records its *run key* (model fingerprint, phrases, categories, postprocessing) in
+A run records its *run key* (the grounder's identity, phrases, categories, postprocessing) in
 ``run-key.json``. Re-running with the same key resumes from ``journal.jsonl``; a different key is
 refused unless ``overwrite`` is set, so outputs of two different runs are never mixed. With
 ``resume`` the folder must already hold a run with the same key.
@@ -8,14 +8,12 @@ refused unless ``overwrite`` is set, so outputs of two different runs are never 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vgtool.atomic import write_bytes_atomic
-from vgtool.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from vgtool.errors import InputError
 from vgtool.ground.phrases import Ontology
 from vgtool.models.postprocess import PostProcessConfig
@@ -41,21 +39,10 @@ class RunState:
         return {i: name for i, name in enumerate(self.ontology.categories, start=1)}
 
 
-def model_fingerprint(model_path: Path) -> str:
-    """sha256 over the checkpoint's config and weights files."""
-    digest = hashlib.sha256()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        with open(model_path / name, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
 def prepare_output_dir(
     out_dir: Path,
     *,
-    model_path: Path,
-    model_hash: str,
+    model_identity: dict[str, str],
     ontology: Ontology,
     postprocess: PostProcessConfig,
     overwrite: bool,
@@ -64,6 +51,7 @@ def prepare_output_dir(
     """Create or reopen ``out_dir`` for a run.
 
     Args:
+        model_identity: the grounder's :meth:`~vgtool.grounders.base.Grounder.identity`.
         overwrite: replace the outputs of an earlier run with other settings.
         resume: require an earlier run with the same settings in ``out_dir``.
 
@@ -72,8 +60,7 @@ def prepare_output_dir(
             ``resume`` finds no earlier run or one with other settings, or it cannot be written.
     """
     run_key = {
-        "model": model_fingerprint(model_path),
-        "model_config": model_hash,
+        **model_identity,
         "phrases": [[p.text, p.category] for p in ontology.phrases],
         "postprocess": asdict(postprocess),
     }
@@ -92,7 +79,7 @@ def prepare_output_dir(
         )
     if existing is not None and existing != run_key:
         differs = [] if "model" not in existing else [k for k in run_key if existing.get(k) != run_key[k]]
-        differs = list(dict.fromkeys(_KEY_LABELS[k] for k in differs)) or ["settings"]
+        differs = list(dict.fromkeys(_KEY_LABELS.get(k, "model") for k in differs)) or ["settings"]
         if resume:
             raise InputError(f"{out_dir}: cannot resume, the earlier run used different {', '.join(differs)}")
         if not overwrite:

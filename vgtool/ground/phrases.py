@@ -35,6 +35,16 @@ class Ontology:
     def category_id(self, phrase_index: int) -> int:
         return self.categories.index(self.phrases[phrase_index].category) + 1
 
+    @property
+    def texts(self) -> list[str]:
+        """The phrase texts, by phrase id."""
+        return [p.text for p in self.phrases]
+
+    @property
+    def category_ids(self) -> list[int]:
+        """Each phrase's COCO category id, by phrase id."""
+        return [self.category_id(i) for i in range(len(self.phrases))]
+
 
 def parse_phrase(text: str) -> PhraseSpec:
     """``"red car=car"`` -> PhraseSpec("red car", "car"); ``"red car"`` -> its own category.

@@ -1,24 +1,26 @@
-"""The sink of a grounding run: per-image results -> journal lines, crops and overlays, summary.
+"""The sink of a grounding run: each batch's groundings -> journal lines, then crops and overlays.
 
 The journal line of an image is written (and flushed per batch) before its crops and overlay are
 queued on the background writer, so the model loop never waits on image encoding or disk, and a
-resumed run knows which outputs an interruption may have lost.
+resumed run knows which outputs an interruption may have lost. Annotation ids count up from 1 in
+image order, across runs that resume one another.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from vgtool.data.image_dataset import ImageBatch
 from vgtool.data.listing import ImageEntry
 from vgtool.errors import InputError
 from vgtool.ground.output_dir import RunState
+from vgtool.groundings import Groundings
+from vgtool.prediction.loop import PredictedBatch
 from vgtool.writers.background import BackgroundWriter
+from vgtool.writers.coco import groundings_to_coco_annotations
 from vgtool.writers.crops import write_crops
 from vgtool.writers.journal import Journal
 from vgtool.writers.overlays import write_overlay
@@ -33,24 +35,42 @@ def warn(message: str) -> None:
 
 def write_image_outputs(
     image_array: np.ndarray,
-    annotations: list[dict[str, Any]],
+    groundings: Groundings,
+    first_id: int,
     state: RunState,
     file_name: str,
     crops: bool,
     overlays: bool,
 ) -> None:
-    """Write one image's crops and overlay (``image_array``: uint8 ``[H, W, 3]``, displayed frame)."""
+    """Write one image's crops and overlay.
+
+    Args:
+        image_array: uint8 ``[H, W, 3]``, the displayed image.
+        groundings: its boxes; their annotation ids count up from ``first_id``.
+    """
     image = Image.fromarray(image_array)
-    if crops and annotations:
-        write_crops(image, annotations, state.category_names, state.out_dir, file_name)
+    ontology = state.ontology
+    if crops and len(groundings):
+        folders = [p.category for p in ontology.phrases]
+        write_crops(
+            image, groundings, folders=folders, first_id=first_id, out_dir=state.out_dir, file_name=file_name
+        )
     if overlays:
-        write_overlay(image, annotations, state.out_dir, file_name)
+        write_overlay(
+            image,
+            groundings,
+            labels=ontology.texts,
+            colour_ids=ontology.category_ids,
+            out_dir=state.out_dir,
+            file_name=file_name,
+        )
 
 
 class ResultSink:
     """Records each batch's results in order: journal line, then background crops/overlay.
 
     Attributes:
+        next_annotation_id: the id the next box gets.
         grounded: images grounded by this run.
         skipped: ``{"file", "reason"}`` of images this run could not decode.
     """
@@ -62,6 +82,7 @@ class ResultSink:
         state: RunState,
         todo: Sequence[tuple[int, ImageEntry]],
         *,
+        first_annotation_id: int,
         crops: bool,
         overlays: bool,
         strict: bool,
@@ -73,45 +94,63 @@ class ResultSink:
         self.todo = todo
         self.crops, self.overlays, self.strict = crops, overlays, strict
         self.warn = warn
+        self.next_annotation_id = first_annotation_id
         self.grounded = 0
         self.skipped: list[dict[str, str]] = []
+        self._texts = state.ontology.texts
+        self._category_ids = state.ontology.category_ids
 
-    def __call__(self, batch: ImageBatch, results: dict[int, list[dict[str, Any]]]) -> int:
-        """Record a batch (``results`` from :class:`GroundingStep`); returns the images finished.
+    def __call__(self, predicted: PredictedBatch) -> int:
+        """Record a batch; returns the number of images finished.
 
         Raises:
             InputError: with ``strict``, at the first image that could not be decoded.
         """
+        batch = predicted.batch
         failures = dict(batch.failures)
-        for index in sorted([*results, *failures]):
+        position = {index: b for b, index in enumerate(batch.indices)}
+        for index in sorted([*position, *failures]):
             image_id, entry = self.todo[index]
             if index in failures:
                 self._skip(image_id, entry, failures[index])
-                continue
-            b = batch.indices.index(index)
-            width, height = (int(v) for v in batch.sizes_wh[b].tolist())
-            self.journal.append(
-                {
-                    "image_id": image_id + 1,
-                    "file_name": entry.file_name,
-                    "width": width,
-                    "height": height,
-                    "annotations": results[index],
-                }
-            )
-            self.grounded += 1
-            if batch.images is not None and (self.crops or self.overlays):
-                self.writer.submit(
-                    write_image_outputs,
-                    batch.images[b],
-                    results[index],
-                    self.state,
-                    entry.file_name,
-                    self.crops,
-                    self.overlays,
-                )
+            else:
+                self._record(predicted, position[index], image_id + 1, entry)
         self.journal.flush()
-        return len(results) + len(failures)
+        return len(position) + len(failures)
+
+    def _record(self, predicted: PredictedBatch, b: int, image_id: int, entry: ImageEntry) -> None:
+        batch, groundings = predicted.batch, predicted.groundings[b]
+        first_id = self.next_annotation_id
+        annotations = groundings_to_coco_annotations(
+            groundings,
+            image_id=image_id,
+            phrases=self._texts,
+            category_ids=self._category_ids,
+            first_id=first_id,
+        )
+        self.next_annotation_id += len(annotations)
+        width, height = (int(v) for v in batch.sizes_wh[b].tolist())
+        self.journal.append(
+            {
+                "image_id": image_id,
+                "file_name": entry.file_name,
+                "width": width,
+                "height": height,
+                "annotations": annotations,
+            }
+        )
+        self.grounded += 1
+        if batch.images is not None and (self.crops or self.overlays):
+            self.writer.submit(
+                write_image_outputs,
+                batch.images[b],
+                groundings,
+                first_id,
+                self.state,
+                entry.file_name,
+                self.crops,
+                self.overlays,
+            )
 
     def _skip(self, image_id: int, entry: ImageEntry, reason: str) -> None:
         if self.strict:

@@ -1,4 +1,4 @@
-"""The VL-GTR model: config, presets, parts, postprocessing and checkpoints."""
+"""The VL-GTR model's torch modules: config, presets, parts and postprocessing (checkpoints: ``vgtool.checkpoint``)."""
 
 from vgtool.models.config import DecoderConfig, ModelConfig, TextConfig, VisionConfig
 from vgtool.models.presets import PRESETS, get_preset

@@ -1,9 +1,14 @@
-"""Typed configuration of the VL-GTR model."""
+"""Typed configuration of the VL-GTR model, and the fields that older checkpoints may still hold."""
 
 from __future__ import annotations
 
+import copy
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from vgtool.errors import ConfigError
 
 OBJECT, NO_OBJECT = 0, 1  # class indices of the model's ``pred_logits``
 
@@ -58,21 +63,6 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
-    """The image encoder: self-attention layers over each image's tokens, in the decoder's width.
-
-    Attributes:
-        num_layers: 0 (the default) feeds the projected backbone tokens to the decoder directly.
-            The encoder runs once per image, so it adds nothing per phrase.
-    """
-
-    num_layers: int = 0
-    num_heads: int = 8
-    ffn_dim: int = 1024
-    dropout: float = 0.1
-
-
-@dataclass(frozen=True)
 class DecoderConfig:
     """The grounding decoder: learned object queries attending to image and text memory.
 
@@ -83,16 +73,6 @@ class DecoderConfig:
             query embeddings as content, their boxes as reference boxes), and each decoder layer refines
             its reference boxes. This converges several times faster than queries that start from
             nothing (as in two-stage Deformable DETR and DINO). Off: plain DETR queries.
-        proposal_scoring: how the first stage scores tokens against a phrase. ``film``: the phrase
-            modulates every token of every (image, phrase) pair, which then goes through the proposal
-            MLP. ``dot``: the proposal MLP and box head run once per image, a token's object score is
-            a dot product with the projected phrase (language-guided query selection, as in
-            Grounding DINO), and only the chosen tokens are modulated by the phrase; the first
-            stage then costs almost nothing per phrase.
-        relation_bias: with ``query_selection``, each decoder layer's self-attention adds a per-head
-            bias computed from the geometry of each pair of query boxes (where one lies from the
-            other, and how much bigger it is; as in Relation DETR), so that queries can compare their
-            candidates for relations and superlatives. Starts at zero.
     """
 
     d_model: int = 256
@@ -102,31 +82,89 @@ class DecoderConfig:
     dropout: float = 0.1
     num_queries: int = 10
     query_selection: bool = False
-    proposal_scoring: Literal["film", "dot"] = "film"
-    relation_bias: bool = False
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """VL-GTR: vision backbone + text encoder + (optional image encoder) + decoder with class and box
-    heads.
-
-    Attributes:
-        categories: class names of the auxiliary token classifier, a training-only head that names
-            the category of the image token under each target box's centre (``loss.category_weight``;
-            the trainer fills this from the training data). It gives the vision backbone a dense
-            signal about what objects are, beyond which one a phrase picks. Empty: no head.
-        phrase_encoder: trainable self-attention layers over each phrase's projected tokens, after
-            the (usually frozen) text encoder and before the decoder sees them, so that the model can
-            learn which words describe the target and which another object ("the star below the
-            blue square"). They run once per phrase, whatever the number of images. 0 layers (the
-            default): none.
-    """
+    """VL-GTR: vision backbone + text encoder + decoder with class and box heads."""
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    phrase_encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    categories: tuple[str, ...] = ()
     architecture: Literal["vlgtr"] = "vlgtr"
+
+
+# ---- retired fields ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetiredField:
+    """A model config field whose option was measured, did not help and was removed.
+
+    Attributes:
+        path: dotted path, under ``model``, of the value that says whether the option was on.
+        default: that value's old default, with which the option was off.
+        option: what was removed, for the error message.
+        section: dotted path of what is dropped when the option was off: a whole sub-config of which
+            ``path`` is a key (``encoder`` for ``encoder.num_layers``); None drops ``path`` itself.
+    """
+
+    path: str
+    default: Any
+    option: str
+    section: str | None = None
+
+
+REMOVED_IN = "0.2"  # the vgtool version that removed the options below
+RETIRED_FIELDS: tuple[RetiredField, ...] = (
+    RetiredField("encoder.num_layers", 0, "the image encoder", section="encoder"),
+    RetiredField("phrase_encoder.num_layers", 0, "the phrase encoder", section="phrase_encoder"),
+    RetiredField("decoder.proposal_scoring", "film", "dot-product proposal scoring"),
+    RetiredField("decoder.relation_bias", False, "the box-relation bias"),
+    RetiredField("categories", (), "the category head"),
+)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """``value`` (as read from JSON) equals ``default`` in type too: ``0`` is not ``false``."""
+    if isinstance(default, tuple):
+        return isinstance(value, list | tuple) and tuple(value) == default
+    return type(value) is type(default) and value == default
+
+
+def drop_retired_fields(model: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
+    """A model config dict as an older vgtool wrote it, without the :data:`RETIRED_FIELDS`.
+
+    A retired field at its old default (or a retired section whose deciding value is at its
+    default, whatever its other keys) is dropped silently; the input is left unchanged.
+
+    Args:
+        model: the ``model`` mapping of a checkpoint's ``config.json``.
+        where: how the mapping is named in error messages.
+
+    Raises:
+        ConfigError: for a retired option that was on, naming the field; such a checkpoint needs
+            the older vgtool that had the option.
+    """
+    result = copy.deepcopy(dict(model))
+    for retired in RETIRED_FIELDS:
+        *parents, key = (retired.section or retired.path).split(".")
+        holder = result
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or key not in holder:
+            continue  # written after the field was retired, or never there
+        name, value = _deciding_value(retired, holder[key])
+        if not _is_default(value, retired.default):
+            raise ConfigError(
+                f"{where}.{name} is {json.dumps(value)}, but {retired.option} was removed in "
+                f"vgtool {REMOVED_IN}; this checkpoint needs an older vgtool"
+            )
+        del holder[key]
+    return result
+
+
+def _deciding_value(retired: RetiredField, dropped: Any) -> tuple[str, Any]:
+    """The dotted name and the value that say whether ``retired``'s option was on: what is dropped
+    itself, or the key of a dropped section (its default when the section lacks it)."""
+    if retired.section is None or not isinstance(dropped, dict):
+        return retired.section or retired.path, dropped
+    return retired.path, dropped.get(retired.path.removeprefix(f"{retired.section}."), retired.default)

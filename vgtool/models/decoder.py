@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vgtool.box_ops import inverse_sigmoid, pairwise_relations
+from vgtool.box_ops import inverse_sigmoid
 from vgtool.models.config import DecoderConfig
-from vgtool.models.position import sine_box_embedding
 
 
 @dataclass
@@ -165,32 +164,8 @@ def _is_identity(index: torch.Tensor, size: int) -> bool:
     return len(index) == size and torch.equal(index, torch.arange(size, device=index.device))
 
 
-class BoxRelationBias(nn.Module):
-    """Self-attention bias from the geometry of each pair of query boxes, as in Relation DETR's
-    position relation embedding: :func:`vgtool.box_ops.pairwise_relations` (signed, so that above and
-    below differ), a sine embedding and a small MLP give one logit per head that query i adds to its
-    attention to query j. The queries can then compare where and how big their candidates are, which
-    relations ("left of", "above") and superlatives ("the largest") are about. The last layer starts
-    at zero, so a new bias changes nothing until it is trained.
-    """
-
-    def __init__(self, num_heads: int, dim: int = 64):
-        super().__init__()
-        self.dim = dim
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, num_heads))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
-
-    def forward(self, boxes_cxcywh: torch.Tensor) -> torch.Tensor:
-        """``[K, Q, 4]`` cxcywh boxes -> ``[K, H, Q, Q]`` logits (row: attending query, column: attended)."""
-        relations = pairwise_relations(boxes_cxcywh.float())  # [K, Q, Q, 4]
-        embedded = sine_box_embedding(relations, self.dim).to(boxes_cxcywh.dtype)  # [K, Q, Q, dim]
-        return self.mlp(embedded).permute(0, 3, 1, 2)
-
-
 class DecoderLayer(nn.Module):
-    """Pre-norm layer: self-attention (with an optional box-relation bias), cross-attention to memory,
-    feed-forward."""
+    """Pre-norm layer: self-attention, cross-attention to memory, feed-forward."""
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
@@ -202,32 +177,21 @@ class DecoderLayer(nn.Module):
         )
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.drop = nn.Dropout(config.dropout)
-        self.relation = BoxRelationBias(config.num_heads) if config.relation_bias else None
 
-    def forward(
-        self,
-        tgt: torch.Tensor,
-        query_pos: torch.Tensor,
-        memory: PairMemory,
-        reference_boxes: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, memory: PairMemory) -> torch.Tensor:
         """One layer.
 
         Args:
             tgt: ``[K, Q, D]`` query states.
-            query_pos: ``[K, Q, D]`` or ``[1, Q, D]`` learned query positions.
+            query_pos: ``[K, Q, D]`` query positions (from reference boxes) or ``[1, Q, D]`` learned ones.
             memory: this layer's projected memories and the pairs.
-            reference_boxes: ``[K, Q, 4]`` cxcywh of the queries, for the box-relation bias (needed
-                when the layer has one).
+
+        Returns:
+            ``[K, Q, D]`` query states.
         """
         x = self.norm1(tgt)
         qk = x + query_pos
-        bias = None
-        if self.relation is not None:
-            if reference_boxes is None:
-                raise ValueError("a decoder layer with a box-relation bias needs reference boxes")
-            bias = self.relation(reference_boxes)  # [K, H, Q, Q]
-        tgt = tgt + self.drop(self.self_attn(qk, qk, x, bias))
+        tgt = tgt + self.drop(self.self_attn(qk, qk, x))
         tgt = tgt + self.drop(self.cross_attn.attend_pairs(self.norm2(tgt) + query_pos, memory))
         return tgt + self.drop(self.ffn(self.norm3(tgt)))
 
@@ -267,7 +231,7 @@ class Decoder(nn.Module):
             reference_boxes: ``[K, Q, 4]`` cxcywh in [0, 1], for iterative box refinement: each layer's
                 query positions are ``ref_embed(reference boxes)``, and after each layer the boxes
                 become ``sigmoid(inverse_sigmoid(reference) + box_delta(state))`` (detached as the next
-                layer's reference). Layers with a box-relation bias compute it from these boxes.
+                layer's reference).
 
         Returns:
             ``[L, K, Q, D]`` normalised states after each of the L layers, and with
@@ -288,7 +252,7 @@ class Decoder(nn.Module):
             )
             if reference is not None:
                 query_pos = ref_embed(reference)
-            tgt = layer(tgt, query_pos, memory, reference)
+            tgt = layer(tgt, query_pos, memory)
             state = self.norm(tgt)
             states.append(state)
             if reference is not None:

@@ -1,10 +1,14 @@
-"""2D sine positional encoding for the image memory (as in DETR)."""
+"""Sine positional encodings: of the image token grid (as in DETR) and of boxes (as in DAB-DETR),
+the latter also as learned query positions for two-stage decoding (:class:`BoxPositionEmbedding`)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torch import nn
+
+from vgtool.models.mlp import MLP
 
 
 def sine_position_2d(height: int, width: int, dim: int, device=None, dtype=None) -> torch.Tensor:
@@ -33,8 +37,7 @@ def sine_box_embedding(boxes_cxcywh: torch.Tensor, dim: int, temperature: float 
     """Sine embedding of boxes, one ``dim / 4`` block per coordinate (as in DAB-DETR).
 
     Args:
-        boxes_cxcywh: ``[..., 4]`` cxcywh in [0, 1] (or any four values of order 1, such as
-            :func:`vgtool.box_ops.pairwise_relations`).
+        boxes_cxcywh: ``[..., 4]`` cxcywh in [0, 1] (or any four values of order 1).
 
     Returns:
         ``[..., dim]``.
@@ -48,3 +51,15 @@ def sine_box_embedding(boxes_cxcywh: torch.Tensor, dim: int, temperature: float 
     angles = boxes_cxcywh.float().unsqueeze(-1) * 2 * math.pi * freqs  # [..., 4, dim/8]
     emb = torch.cat([angles.sin(), angles.cos()], dim=-1)  # [..., 4, dim/4]
     return emb.flatten(-2).to(boxes_cxcywh.dtype)
+
+
+class BoxPositionEmbedding(nn.Module):
+    """``[..., 4]`` cxcywh reference boxes in [0, 1] -> ``[..., D]`` query positions (sine embedding
+    + MLP)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.mlp = MLP(d_model, d_model, d_model, 2)
+
+    def forward(self, boxes_cxcywh: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sine_box_embedding(boxes_cxcywh, self.mlp.layers[0].in_features))

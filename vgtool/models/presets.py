@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from vgtool.config import apply_overrides, from_dict, to_dict
 from vgtool.errors import ConfigError
 from vgtool.models.config import DecoderConfig, ModelConfig, TextConfig, VisionConfig
 
@@ -96,3 +99,12 @@ def get_preset(name: str) -> ModelConfig:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown model preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def config_from_preset(preset: str, overrides: Sequence[str] = ()) -> ModelConfig:
+    """The preset's config with ``key.path=value`` overrides applied and type-checked."""
+    return from_dict(ModelConfig, apply_overrides(to_dict(get_preset(preset)), overrides))

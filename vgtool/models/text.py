@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.models.config import TextConfig
 from vgtool.models.hub import quiet_transformers, resolve_model_name, resolve_pretrained_error
 from vgtool.torchvision_compat import ensure_torchvision_importable
@@ -20,6 +21,11 @@ def load_tokenizer(config: TextConfig):
         return AutoTokenizer.from_pretrained(location)
     except (OSError, ValueError) as err:
         raise resolve_pretrained_error(f"tokenizer {config.name}", err) from err
+
+
+def phrase_tokenizer(config: TextConfig) -> PhraseTokenizer:
+    """The tokenizer of the text encoder ``config`` describes, truncating at its ``max_length``."""
+    return PhraseTokenizer(load_tokenizer(config), config.max_length)
 
 
 class TextEncoder(nn.Module):

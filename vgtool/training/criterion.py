@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vgtool.box_ops import centre_cell, cxcywh_to_xyxy, distance_box_iou, generalized_box_iou
+from vgtool.box_ops import cxcywh_to_xyxy, distance_box_iou, generalized_box_iou
 from vgtool.errors import ConfigError
 from vgtool.models.config import NO_OBJECT, OBJECT
 from vgtool.training.matcher import HungarianMatcher
@@ -34,9 +34,6 @@ class LossConfig:
         aux_loss: also supervise every earlier decoder layer (``aux_outputs``) and, for two-stage
             models, the token proposals (``enc_outputs``, losses suffixed ``_enc``).
         match_class, match_bbox, match_giou: the matcher's cost weights (its overlap cost is always GIoU).
-        category_weight: weight of ``loss_category``, the auxiliary token classification (see
-            ``ModelConfig.categories``): cross-entropy of the category of the image token under each
-            target box's centre, for samples whose dataset names their objects' category. 0: off.
     """
 
     no_object_weight: float = 0.1
@@ -48,7 +45,6 @@ class LossConfig:
     match_class: float = 1.0
     match_bbox: float = 5.0
     match_giou: float = 2.0
-    category_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.box_iou_loss not in _PAIRWISE_IOU:
@@ -57,15 +53,7 @@ class LossConfig:
             )
         if self.no_object_weight <= 0:
             raise ConfigError(f"no_object_weight must be > 0, not {self.no_object_weight}")
-        names = (
-            "class_weight",
-            "bbox_weight",
-            "giou_weight",
-            "match_class",
-            "match_bbox",
-            "match_giou",
-            "category_weight",
-        )
+        names = ("class_weight", "bbox_weight", "giou_weight", "match_class", "match_bbox", "match_giou")
         negative = [name for name in names if getattr(self, name) < 0]
         if negative:
             raise ConfigError(f"loss weights must be >= 0: {', '.join(negative)}")
@@ -101,16 +89,14 @@ class SetCriterion(nn.Module):
             outputs: the model's output dict: ``pred_logits`` ``[K, Q, 2]``, ``pred_boxes`` ``[K, Q, 4]``
                 cxcywh in [0, 1], and ``aux_outputs`` (used when ``aux_loss`` is on).
             targets: K dicts with ``boxes`` ``[n_k, 4]`` cxcywh in [0, 1] on the outputs' device;
-                ``n_k`` may be 0 (the phrase names nothing in the image); and, for the category
-                loss, ``category``: a 0-d long index into ``ModelConfig.categories``, -1 for none.
+                ``n_k`` may be 0 (the phrase names nothing in the image).
             num_boxes: the divisor of the box losses; defaults to the number of target boxes in this
                 batch. Distributed training passes the mean count over all processes. Clamped to >= 1.
 
         Returns:
             ``loss_ce``, ``loss_bbox`` (L1 on cxcywh) and ``loss_giou`` (``1 - GIoU``, or ``1 - DIoU``
             when ``box_iou_loss`` is ``diou``) as scalars; the same for each auxiliary layer ``i``
-            suffixed ``_i``; ``loss_category`` when the outputs have ``category_outputs`` and
-            ``category_weight`` is > 0; and ``loss``, the weighted sum of all of them.
+            suffixed ``_i``; and ``loss``, the weighted sum of all of them.
         """
         if num_boxes is None:
             num_boxes = sum(len(t["boxes"]) for t in targets)
@@ -127,9 +113,6 @@ class SetCriterion(nn.Module):
             for name, value in self._layer_losses(layer_outputs, targets, num_boxes).items():
                 losses[name + suffix] = value
                 total = total + self.weights[name] * value
-        if self.config.category_weight > 0 and "category_outputs" in outputs:
-            losses["loss_category"] = category_loss(outputs["category_outputs"], targets)
-            total = total + self.config.category_weight * losses["loss_category"]
         losses["loss"] = total
         return losses
 
@@ -156,29 +139,3 @@ class SetCriterion(nn.Module):
         ).diagonal()
         loss_giou = (1 - iou).sum() / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-
-
-def category_loss(outputs: dict, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """Mean cross-entropy of the category of the image token under each target box's centre.
-
-    Args:
-        outputs: ``logits`` ``[M, h*w, C]`` per image token, ``grid`` ``(h, w)``, and the pairs'
-            ``image_index`` ``[K]``.
-        targets: K dicts with ``boxes`` ``[n_k, 4]`` cxcywh in [0, 1] and optionally ``category``
-            (a 0-d long, -1 or absent: the sample has none and adds nothing).
-
-    Returns:
-        A scalar; zero (still connected to the logits) when no target has a category. Computed
-        without reading any tensor back to the host.
-    """
-    logits = outputs["logits"]
-    height, width = outputs["grid"]
-    device = logits.device
-    counts = torch.tensor([len(t["boxes"]) for t in targets], device=device)  # [K]
-    boxes = torch.cat([t["boxes"].reshape(-1, 4) for t in targets]).to(device)  # [n, 4] cxcywh
-    none = torch.tensor(-1, dtype=torch.long)
-    per_target = torch.stack([t.get("category", none).to(device) for t in targets])  # [K]
-    labels = per_target.repeat_interleave(counts)  # [n], -1: no category
-    picked = logits[outputs["image_index"].repeat_interleave(counts), centre_cell(boxes, height, width)]
-    total = F.cross_entropy(picked.float(), labels, ignore_index=-1, reduction="sum")
-    return total / (labels >= 0).sum().clamp(min=1)

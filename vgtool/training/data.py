@@ -46,8 +46,7 @@ class TrainBatch:
         pixel_rows: ``[M]`` the first batch row of each image in ``pixels`` (kept on the CPU).
         image_index: ``[B]`` each row's image in ``pixels``, -1 for a row without one (cached).
         input_ids, attention_mask: ``[B, T]`` tokenised phrases.
-        targets: per sample ``{"boxes": [n_i, 4] cxcywh in [0, 1]}`` (n_i may be 0), plus a 0-d long
-            ``category`` when the dataset was given categories (see :class:`TrainItem`).
+        targets: per sample ``{"boxes": [n_i, 4] cxcywh in [0, 1]}`` (n_i may be 0).
         phrases: the (augmented) phrases, for per-phrase caches.
         image_keys: per sample ``(image path, mirrored)``, or None where augmentation does more
             than mirror (see :class:`TrainItem`).
@@ -88,8 +87,6 @@ class TrainItem(NamedTuple):
             the image; None when it crops or jitters (the input is then new every time).
         image_size: ``(width, height)`` of the (augmented) image before resizing; for a keyed
             sample, the displayed size of its image file.
-        category: the sample's index in the dataset's ``categories`` (-1: it has none of them), or
-            None when the dataset was given no categories.
     """
 
     index: int
@@ -98,7 +95,6 @@ class TrainItem(NamedTuple):
     phrase: str
     image_key: ImageKey | None
     image_size: tuple[int, int]
-    category: int | None = None
 
 
 class GroundingTrainDataset(Dataset):
@@ -109,10 +105,6 @@ class GroundingTrainDataset(Dataset):
             whose backbone features are cached; those are not decoded (``TrainItem.pixels`` is None).
             None (the default) decodes every image. The trainer passes its cache's live mapping;
             worker processes see it as it was when the epoch's loader started.
-
-    Args:
-        categories: class names for the auxiliary category loss; each item then carries its
-            sample's ``category`` as an index into them (see :class:`TrainItem`).
     """
 
     def __init__(
@@ -121,11 +113,8 @@ class GroundingTrainDataset(Dataset):
         preprocess: PreprocessConfig,
         augment_config: AugmentConfig | None = None,
         seed: int = 0,
-        categories: Sequence[str] = (),
     ):
         self.samples = list(samples)
-        index = {name: i for i, name in enumerate(categories)}
-        self.sample_categories = [index.get(s.category, -1) for s in self.samples] if index else None
         self.preprocess = preprocess
         self.augment_config = augment_config
         self.seed = seed
@@ -192,8 +181,7 @@ class GroundingTrainDataset(Dataset):
         boxes_cxcywh = box_ops.xyxy_to_cxcywh(box_ops.normalize_pixels(boxes, width, height)).clamp(0, 1)
         if image is not None:
             pixels = resize_to_input(image, self.preprocess)
-        category = self.sample_categories[index] if self.sample_categories is not None else None
-        return TrainItem(index, pixels, boxes_cxcywh, phrase, key, (int(width), int(height)), category)
+        return TrainItem(index, pixels, boxes_cxcywh, phrase, key, (int(width), int(height)))
 
 
 def _decode(sample: GroundingSample) -> Image.Image:
@@ -236,18 +224,11 @@ class TrainCollate:
             image_index=torch.tensor(image_index, dtype=torch.long),
             input_ids=tokens["input_ids"],
             attention_mask=tokens["attention_mask"],
-            targets=[_target(item) for item in items],
+            targets=[{"boxes": item.boxes_cxcywh} for item in items],
             phrases=[item.phrase for item in items],
             image_keys=[item.image_key for item in items],
             image_sizes=[item.image_size for item in items],
         )
-
-
-def _target(item: TrainItem) -> dict[str, torch.Tensor]:
-    """The criterion's target of one sample: its boxes, and its category when the dataset has any."""
-    if item.category is None:
-        return {"boxes": item.boxes_cxcywh}
-    return {"boxes": item.boxes_cxcywh, "category": torch.tensor(item.category, dtype=torch.long)}
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,20 @@ from vgtool.errors import CheckpointError
 
 OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "train_state.json"
+
+
+@dataclass
+class Counters:
+    """Where training stands; all that ``--resume`` needs besides tensors."""
+
+    stage: int = 0
+    epoch: int = 0  # epoch within the stage
+    batch: int = 0  # batches done within the epoch
+    step: int = 0  # optimizer steps done in total
+    best_acc: float = -1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

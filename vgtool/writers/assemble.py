@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from vgtool import __version__
-from vgtool.ground.output_dir import RunState
 from vgtool.writers.coco import categories_to_coco, write_coco_streaming
 
 
-def _records_in_order(state: RunState) -> list[tuple[int, int]]:
+def _records_in_order(journal_path: Path) -> list[tuple[int, int]]:
     """(image_id, byte offset) of each image's first journal record, sorted by image id."""
     order: dict[int, int] = {}
     offset = 0
-    with open(state.journal_path, "rb") as handle:
+    with open(journal_path, "rb") as handle:
         for line in handle:
             if not line.endswith(b"\n"):
                 break
@@ -27,11 +26,11 @@ def _records_in_order(state: RunState) -> list[tuple[int, int]]:
     return sorted(order.items())
 
 
-def _iter_records(state: RunState) -> Iterator[dict[str, Any]]:
+def _iter_records(journal_path: Path) -> Iterator[dict[str, Any]]:
     import json
 
-    positions = _records_in_order(state)
-    with open(state.journal_path, "rb") as handle:
+    positions = _records_in_order(journal_path)
+    with open(journal_path, "rb") as handle:
         for _, offset in positions:
             handle.seek(offset)
             record = json.loads(handle.readline())
@@ -39,18 +38,25 @@ def _iter_records(state: RunState) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def assemble_annotations(state: RunState, entries_count: int) -> int:
-    """Write ``annotations.json``; returns the number of annotations.
+def assemble_annotations(
+    journal_path: Path, out_path: Path, *, info: dict[str, Any], categories: Sequence[str]
+) -> int:
+    """Write ``annotations.json`` (``out_path``) from a run's journal; returns the number of
+    annotations.
+
+    Args:
+        info: the file's ``info`` record.
+        categories: category names, ids from 1.
 
     Memory stays flat: the journal is read twice, record by record, and only a table of
     (image id, file offset) pairs is held.
     """
-    if not state.journal_path.exists():
-        state.journal_path.touch()
+    if not journal_path.exists():
+        journal_path.touch()
     count = 0
 
     def images():
-        for rec in _iter_records(state):
+        for rec in _iter_records(journal_path):
             yield {
                 "id": rec["image_id"],
                 "file_name": rec["file_name"],
@@ -60,17 +66,10 @@ def assemble_annotations(state: RunState, entries_count: int) -> int:
 
     def annotations():
         nonlocal count
-        for rec in _iter_records(state):
+        for rec in _iter_records(journal_path):
             for ann in rec["annotations"]:
                 count += 1
                 yield ann
 
-    info = {
-        "description": "vgtool grounding results",
-        "version": __version__,
-        "model": state.run_key["model"],
-        "images_listed": entries_count,
-    }
-    categories = categories_to_coco(state.ontology.categories)
-    write_coco_streaming(state.out_dir / "annotations.json", info, images(), categories, annotations())
+    write_coco_streaming(out_path, info, images(), categories_to_coco(categories), annotations())
     return count

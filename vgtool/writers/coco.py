@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vgtool.atomic import atomic_open
+from vgtool.groundings import Groundings
 
 BBOX_DECIMALS = 2
 SCORE_DECIMALS = 4
@@ -30,6 +31,64 @@ def bbox_xyxy_to_coco(box_xyxy: Sequence[float]) -> list[float]:
     ]
 
 
+def coco_annotation(
+    annotation_id: int, image_id: int, category_id: int, box_xyxy: Sequence[float], score: float, phrase: str
+) -> dict[str, Any]:
+    """One COCO annotation record with vgtool's ``score`` and ``phrase``."""
+    bbox = bbox_xyxy_to_coco(box_xyxy)
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": round(bbox[2] * bbox[3], BBOX_DECIMALS),
+        "iscrowd": 0,
+        "score": round(float(score), SCORE_DECIMALS),
+        "phrase": phrase,
+    }
+
+
+def groundings_to_coco_annotations(
+    groundings: Groundings,
+    *,
+    image_id: int,
+    phrases: Sequence[str],
+    category_ids: Sequence[int],
+    first_id: int,
+) -> list[dict[str, Any]]:
+    """COCO annotation records for one image's groundings, in their order.
+
+    Args:
+        phrases, category_ids: per phrase id, its text and its COCO category id.
+        first_id: id of the first record; the rest follow consecutively.
+    """
+    return [
+        coco_annotation(first_id + i, image_id, category_ids[p], box, score, phrases[p])
+        for i, (box, score, p) in enumerate(
+            zip(groundings.xyxy, groundings.scores, groundings.phrase_ids.tolist(), strict=True)
+        )
+    ]
+
+
+def coco_annotations_to_groundings(
+    annotations: Sequence[dict[str, Any]], phrase_ids: dict[str, int]
+) -> Groundings:
+    """One image's COCO annotation records (as :func:`groundings_to_coco_annotations` wrote them)
+    back to groundings; boxes come back at the 0.01-pixel precision of ``bbox``.
+
+    Args:
+        phrase_ids: phrase text -> phrase id.
+    """
+    if not annotations:
+        return Groundings.empty()
+    xywh = np.asarray([a["bbox"] for a in annotations], dtype=np.float32)
+    return Groundings(
+        xyxy=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+        scores=np.asarray([a["score"] for a in annotations], dtype=np.float32),
+        phrase_ids=np.asarray([phrase_ids[a["phrase"]] for a in annotations], dtype=np.int64),
+    )
+
+
 def detections_to_coco_annotations(
     boxes_xyxy: np.ndarray,
     scores: np.ndarray,
@@ -39,29 +98,12 @@ def detections_to_coco_annotations(
     phrase: str,
     first_id: int,
 ) -> list[dict[str, Any]]:
-    """COCO annotation records for one phrase's detections in one image.
-
-    Args:
-        boxes_xyxy: ``[N, 4]`` pixels.
-        scores: ``[N]``.
-        first_id: id of the first record; the rest follow consecutively.
-    """
-    records = []
-    for offset, (box, score) in enumerate(zip(boxes_xyxy, scores, strict=True)):
-        bbox = bbox_xyxy_to_coco(box)
-        records.append(
-            {
-                "id": first_id + offset,
-                "image_id": image_id,
-                "category_id": category_id,
-                "bbox": bbox,
-                "area": round(bbox[2] * bbox[3], BBOX_DECIMALS),
-                "iscrowd": 0,
-                "score": round(float(score), SCORE_DECIMALS),
-                "phrase": phrase,
-            }
-        )
-    return records
+    """COCO annotation records for one phrase's ``[N, 4]`` pixel boxes and ``[N]`` scores in one
+    image, with ids from ``first_id``."""
+    return [
+        coco_annotation(first_id + i, image_id, category_id, box, score, phrase)
+        for i, (box, score) in enumerate(zip(boxes_xyxy, scores, strict=True))
+    ]
 
 
 def categories_to_coco(names: Sequence[str]) -> list[dict[str, Any]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from vgtool.atomic import atomic_open
+from vgtool.groundings import Groundings
 from vgtool.writers.paths import safe_component
 
 
@@ -18,33 +18,42 @@ def crop_path(out_dir: Path, category: str, file_name: str, annotation_id: int) 
     return out_dir / "crops" / safe_component(category) / f"{stem}_{annotation_id}.jpg"
 
 
-def crop_box_xyxy(bbox_xywh: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
-    """Integer pixel crop window for a COCO box, at least 1 pixel, inside the image."""
-    x, y, w, h = bbox_xywh
-    left = min(max(int(x), 0), width - 1)
-    top = min(max(int(y), 0), height - 1)
-    right = max(min(round(x + w), width), left + 1)
-    bottom = max(min(round(y + h), height), top + 1)
+def crop_box_xyxy(box_xyxy: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The integer pixel window of a float ``xyxy`` box (each edge rounded to the nearest pixel
+    boundary, as supervision crops): at least 1 pixel, inside the image."""
+    x0, y0, x1, y1 = (round(float(v)) for v in box_xyxy)
+    left = min(max(x0, 0), width - 1)
+    top = min(max(y0, 0), height - 1)
+    right = max(min(x1, width), left + 1)
+    bottom = max(min(y1, height), top + 1)
     return left, top, right, bottom
 
 
 def write_crops(
     image: Image.Image,
-    annotations: Sequence[dict[str, Any]],
-    category_names: dict[int, str],
+    groundings: Groundings,
+    *,
+    folders: Sequence[str],
+    first_id: int,
     out_dir: Path,
     file_name: str,
     quality: int = 92,
 ) -> list[Path]:
-    """Save one JPEG crop per annotation of one image; returns the paths written."""
+    """Save one JPEG crop per box of one image; returns the paths written.
+
+    Args:
+        groundings: the image's boxes, float pixels.
+        folders: per phrase id, the folder (category name) its crops go to.
+        first_id: the annotation id of the first box; the rest follow consecutively.
+    """
     written = []
-    for ann in annotations:
-        path = crop_path(out_dir, category_names[ann["category_id"]], file_name, ann["id"])
+    for offset, (box_xyxy, phrase_id) in enumerate(
+        zip(groundings.xyxy, groundings.phrase_ids.tolist(), strict=True)
+    ):
+        path = crop_path(out_dir, folders[phrase_id], file_name, first_id + offset)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(
-            path, "wb", durable=False
-        ) as handle:  # a kill never leaves a half-written crop behind
-            image.crop(crop_box_xyxy(ann["bbox"], image.width, image.height)).save(
+        with atomic_open(path, "wb", durable=False) as handle:  # a kill never leaves half a crop
+            image.crop(crop_box_xyxy(box_xyxy, image.width, image.height)).save(
                 handle, "JPEG", quality=quality
             )
         written.append(path)

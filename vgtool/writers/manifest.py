@@ -13,12 +13,19 @@ from vgtool.atomic import write_bytes_atomic
 
 
 def write_manifest(
-    state, summary, *, model_path: Path, model_hash: str, arguments: dict[str, Any], started: float
+    out_dir: Path, summary, *, model: dict[str, Any], arguments: dict[str, Any], started: float
 ) -> Path:
-    """Write ``run.json`` next to ``annotations.json`` (timestamps live here, not in annotations)."""
+    """Write ``run.json`` next to ``annotations.json`` (timestamps live here, not in annotations).
+
+    Args:
+        summary: the run's :class:`~vgtool.ground.pipeline.RunSummary`.
+        model: what identifies the model (path, hashes).
+        arguments: the run's settings.
+        started: the start time (``time.time()``).
+    """
     document = {
         "vgtool_version": __version__,
-        "model": {"path": str(model_path), "config_hash": model_hash, "fingerprint": state.run_key["model"]},
+        "model": model,
         "arguments": arguments,
         "counts": {
             "images_listed": summary.images,
@@ -33,6 +40,6 @@ def write_manifest(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "host": {"python": platform.python_version(), "platform": platform.platform()},
     }
-    path = state.out_dir / "run.json"
+    path = out_dir / "run.json"
     write_bytes_atomic(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
     return path

@@ -7,11 +7,12 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vgtool.atomic import atomic_open
+from vgtool.groundings import Groundings
 from vgtool.writers.paths import inside
 
 
@@ -82,24 +83,34 @@ def label_origin(
     return min(max(x, 0), max(canvas_wh[0] - label_w, 0)), top
 
 
-def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> Image.Image:
-    """A copy of ``image`` with the annotations' boxes (COCO xywh) and labels drawn."""
+def draw_overlay(
+    image: Image.Image, groundings: Groundings, *, labels: Sequence[str], colour_ids: Sequence[int]
+) -> Image.Image:
+    """A copy of ``image`` with each box and its label ``"<phrase> <score>"`` drawn.
+
+    Args:
+        groundings: the image's boxes, float pixels.
+        labels: per phrase id, the text of its label.
+        colour_ids: per phrase id, the id its colour comes from (the category id: one colour per
+            category).
+    """
     canvas = image.copy()
     draw = ImageDraw.Draw(canvas)
     side = min(canvas.width, canvas.height)
     line = max(2, round(side / 200))
     font_size = max(11, round(side / 40))
     ascent, descent = _metrics(_font(font_size))
-    for ann in sorted(annotations, key=lambda a: a["score"]):  # best drawn last, on top
-        x, y, w, h = ann["bbox"]
-        colour = category_colour(ann["category_id"])
-        draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
+    for i in np.argsort(groundings.scores, kind="stable"):  # best drawn last, on top
+        x0, y0, x1, y1 = (float(v) for v in groundings.xyxy[i])
+        phrase_id = int(groundings.phrase_ids[i])
+        colour = category_colour(colour_ids[phrase_id])
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
         # "<phrase> <score>": the phrase and the score are rendered (and cached) apart.
-        phrase_mask, phrase_w = _text_mask(f"{ann['phrase']} ", font_size)
-        score_mask, score_w = _text_mask(f"{ann['score']:.2f}", font_size)
+        phrase_mask, phrase_w = _text_mask(f"{labels[phrase_id]} ", font_size)
+        score_mask, score_w = _text_mask(f"{float(groundings.scores[i]):.2f}", font_size)
         text_w, text_h = phrase_w + score_w, ascent + descent
         pad = max(2, line)
-        tx, ty = label_origin((x, y, w, h), (text_w + 2 * pad, text_h + 2 * pad), canvas.size)
+        tx, ty = label_origin((x0, y0, x1 - x0, y1 - y0), (text_w + 2 * pad, text_h + 2 * pad), canvas.size)
         tx, ty = round(tx), round(ty)
         draw.rectangle([tx, ty, tx + text_w + 2 * pad, ty + text_h + 2 * pad], fill=colour)
         luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
@@ -111,15 +122,19 @@ def draw_overlay(image: Image.Image, annotations: Sequence[dict[str, Any]]) -> I
 
 def write_overlay(
     image: Image.Image,
-    annotations: Sequence[dict[str, Any]],
+    groundings: Groundings,
+    *,
+    labels: Sequence[str],
+    colour_ids: Sequence[int],
     out_dir: Path,
     file_name: str,
     quality: int = 90,
 ) -> Path:
+    """Draw the overlay (see :func:`draw_overlay`) and save it as ``overlays/...jpg``."""
     path = overlay_path(out_dir, file_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(
-        path, "wb", durable=False
-    ) as handle:  # a kill never leaves a half-written overlay behind
-        draw_overlay(image, annotations).save(handle, "JPEG", quality=quality)
+    with atomic_open(path, "wb", durable=False) as handle:  # a kill never leaves half an overlay
+        draw_overlay(image, groundings, labels=labels, colour_ids=colour_ids).save(
+            handle, "JPEG", quality=quality
+        )
     return path

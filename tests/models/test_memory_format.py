@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from vgtool.checkpoint import load_checkpoint
+from vgtool.grounders.vlgtr import prepare_for_inference
 from vgtool.models.bundled import DEFAULT_MODEL_DIR
-from vgtool.models.inference import channels_last_trains_safely, prefers_channels_last, prepare_for_inference
-from vgtool.models.init import config_from_preset
+from vgtool.models.memory_format import channels_last_trains_safely, prefers_channels_last
+from vgtool.models.presets import config_from_preset
 from vgtool.models.vlgtr import build_model
 
 CPU = torch.device("cpu")

@@ -1,0 +1,1 @@
+"""The prediction loop shared by ``ground``, ``evaluate``, calibration and ``bench``."""
