@@ -25,20 +25,24 @@ class ImageBatch:
 
     Attributes:
         indices: ``[B]`` positions in the run's image list of the decoded images.
-        pixels: ``[B, 3, H, W]`` uint8 model input (the grounder's ``image_transform``).
+        pixels: the grounder's ``image_transform`` of each image, stacked (``[B, 3, H, W]``) when
+            they all have one shape, else a list of ``[3, H_i, W_i]`` tensors.
         sizes_wh: ``[B, 2]`` displayed width and height in pixels.
         images: ``B`` uint8 ``[H, W, 3]`` arrays of the displayed images, or None when not kept.
         failures: ``(index, reason)`` for images that could not be decoded.
     """
 
     indices: list[int]
-    pixels: torch.Tensor
+    pixels: torch.Tensor | list[torch.Tensor]
     sizes_wh: torch.Tensor
     images: list[np.ndarray] | None
     failures: list[tuple[int, str]]
 
     def pin_memory(self) -> ImageBatch:
-        self.pixels = self.pixels.pin_memory()
+        if isinstance(self.pixels, list):
+            self.pixels = [p.pin_memory() for p in self.pixels]
+        else:
+            self.pixels = self.pixels.pin_memory()
         return self
 
 
@@ -80,13 +84,16 @@ class ImageFileDataset(Dataset):
 
 
 def collate_images(items: Sequence[dict]) -> ImageBatch:
+    """Items of :class:`ImageFileDataset` -> an :class:`ImageBatch` (pixels stacked when they
+    share one shape)."""
     good = [it for it in items if "error" not in it]
-    size = 0
-    pixels = (
-        torch.stack([it["pixels"] for it in good])
-        if good
-        else torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    )
+    pixels: torch.Tensor | list[torch.Tensor]
+    if not good:
+        pixels = torch.zeros(0, 3, 0, 0, dtype=torch.uint8)
+    elif len({tuple(it["pixels"].shape) for it in good}) == 1:
+        pixels = torch.stack([it["pixels"] for it in good])
+    else:
+        pixels = [it["pixels"] for it in good]
     return ImageBatch(
         indices=[it["index"] for it in good],
         pixels=pixels,

@@ -1,8 +1,11 @@
 """Which :class:`~vgtool.grounders.base.Grounder` implementation loads a ``--model`` spec.
 
-Today a spec is a vgtool checkpoint folder (or ``default``/None for the bundled model), and the
-family is the ``architecture`` in its ``config.json``. Families are named here by import path, so
-that loading one imports only its own dependencies.
+- A vgtool checkpoint folder (or ``default``/None for the bundled model): the family is the
+  ``architecture`` in its ``config.json`` (:data:`FAMILIES`).
+- A Hugging Face model, ``hf:<hub id>[@revision]`` or a folder saved with ``save_pretrained``: the
+  family is its config's ``model_type`` (:data:`HF_FAMILIES`; see :mod:`vgtool.grounders.hf`).
+
+Families are named by import path, so that loading one imports only its own dependencies.
 """
 
 from __future__ import annotations
@@ -13,21 +16,24 @@ from pathlib import Path
 from vgtool.checkpoint import read_checkpoint_config
 from vgtool.errors import CheckpointError
 from vgtool.grounders.base import Grounder
+from vgtool.grounders.hf import is_hf_spec, resolve_hf_spec
 from vgtool.models.bundled import resolve_model_path
 
-# architecture -> "module:class" of its Grounder; a new family is one line here.
+# vgtool checkpoint architecture -> "module:class" of its Grounder; a new family is one line here.
 FAMILIES: dict[str, str] = {
     "vlgtr": "vgtool.grounders.vlgtr:VLGTRGrounder",
 }
+# Hugging Face config model_type -> "module:class" of its Grounder.
+HF_FAMILIES: dict[str, str] = {}
 
 
-def grounder_class(architecture: str) -> type:
-    """The Grounder class registered for ``architecture``."""
-    if architecture not in FAMILIES:
+def grounder_class(architecture: str, table: dict[str, str] = FAMILIES) -> type:
+    """The Grounder class registered for ``architecture`` in ``table``."""
+    if architecture not in table:
         raise CheckpointError(
-            f"no grounder for architecture {architecture!r} (known: {', '.join(sorted(FAMILIES))})"
+            f"no grounder for architecture {architecture!r} (known: {', '.join(sorted(table))})"
         )
-    module, name = FAMILIES[architecture].split(":")
+    module, name = table[architecture].split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -41,16 +47,22 @@ def load_grounder(
     """Load the grounder that ``spec`` names, ready for inference.
 
     Args:
-        spec: a checkpoint folder; None or ``default`` is the bundled model.
+        spec: a vgtool checkpoint folder (None or ``default``: the bundled model), or a Hugging Face
+            model (``hf:<hub id>[@revision]``, or a folder saved with ``save_pretrained``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         bf16: bf16 autocast; None means on for CUDA, off for CPU.
         compile_model: ``torch.compile`` the model's heavy parts (pays off on long GPU runs).
 
     Raises:
-        CheckpointError: the spec names no usable model (the message names the file and why).
+        CheckpointError, ModelSourceError: the spec names no usable model (the message names the
+            file and why, or what to do when a hub model is not at hand).
     """
     from vgtool.device import resolve_device
 
+    if is_hf_spec(spec):
+        ref = resolve_hf_spec(spec)
+        family = grounder_class(ref.model_type, HF_FAMILIES)
+        return family.load(ref, device=resolve_device(device), bf16=bf16, compile_model=compile_model)
     path = resolve_model_path(spec)
     config, _ = read_checkpoint_config(path)
     family = grounder_class(config.architecture)
