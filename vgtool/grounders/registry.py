@@ -24,7 +24,13 @@ FAMILIES: dict[str, str] = {
     "vlgtr": "vgtool.grounders.vlgtr:VLGTRGrounder",
 }
 # Hugging Face config model_type -> "module:class" of its Grounder.
-HF_FAMILIES: dict[str, str] = {}
+HF_FAMILIES: dict[str, str] = {
+    "grounding-dino": "vgtool.grounders.grounding_dino:GroundingDinoGrounder",
+    "mm-grounding-dino": "vgtool.grounders.grounding_dino:GroundingDinoGrounder",
+    "owlv2": "vgtool.grounders.owl:OwlGrounder",
+    "owlvit": "vgtool.grounders.owl:OwlGrounder",
+    "omdet-turbo": "vgtool.grounders.omdet_turbo:OmDetTurboGrounder",
+}
 
 
 def grounder_class(architecture: str, table: dict[str, str] = FAMILIES) -> type:

@@ -1,4 +1,5 @@
-"""Turn raw VL-GTR outputs into scored pixel boxes per (image, phrase) pair."""
+"""Turn raw VL-GTR outputs into scored pixel boxes per (image, phrase) pair; the selection step
+(threshold, NMS, top-k) serves every grounder."""
 
 from __future__ import annotations
 
@@ -50,18 +51,35 @@ class PostProcess:
         sizes_wh = sizes_wh.to(boxes_xyxy)
         width, height = sizes_wh[:, None, 0], sizes_wh[:, None, 1]  # [K, 1] each
         boxes_xyxy = box_ops.clip_xyxy(box_ops.scale_normalized(boxes_xyxy, width, height), width, height)
-        # All pairs at once: sort by score, mark candidates, suppress, cut to top_k.
-        order = scores.argsort(dim=1, descending=True, stable=True)  # [K, Q]
-        scores = scores.gather(1, order)
-        boxes_xyxy = boxes_xyxy.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
-        keep = scores >= self.config.threshold
-        keep &= (boxes_xyxy[..., 2] > boxes_xyxy[..., 0]) & (boxes_xyxy[..., 3] > boxes_xyxy[..., 1])
-        if self.config.nms_iou < 1.0:
-            keep = box_ops.batched_nms_keep(boxes_xyxy, keep, self.config.nms_iou)
-        if self.config.top_k > 0:
-            keep &= keep.cumsum(dim=1) <= self.config.top_k
-        boxes_np, scores_np, keep_np = boxes_xyxy.cpu().numpy(), scores.cpu().numpy(), keep.cpu().numpy()
-        return [
-            (torch.from_numpy(b[k]), torch.from_numpy(s[k]))
-            for b, s, k in zip(boxes_np, scores_np, keep_np, strict=True)
-        ]
+        return select_detections(boxes_xyxy, scores, self.config)
+
+
+@torch.no_grad()
+def select_detections(
+    boxes_xyxy: torch.Tensor, scores: torch.Tensor, config: PostProcessConfig
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Threshold, NMS and top-k for K (image, phrase) pairs at once, whatever model scored them.
+
+    Args:
+        boxes_xyxy: ``[K, Q, 4]`` pixels of each pair's image, clipped to it.
+        scores: ``[K, Q]`` each box's score for its pair's phrase.
+
+    Returns:
+        Per pair, ``(boxes_xyxy [N, 4], scores [N])`` float32 on the CPU, by decreasing score; boxes
+        with no area are dropped.
+    """
+    # All pairs at once: sort by score, mark candidates, suppress, cut to top_k.
+    order = scores.argsort(dim=1, descending=True, stable=True)  # [K, Q]
+    scores = scores.gather(1, order)
+    boxes_xyxy = boxes_xyxy.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
+    keep = scores >= config.threshold
+    keep &= (boxes_xyxy[..., 2] > boxes_xyxy[..., 0]) & (boxes_xyxy[..., 3] > boxes_xyxy[..., 1])
+    if config.nms_iou < 1.0:
+        keep = box_ops.batched_nms_keep(boxes_xyxy, keep, config.nms_iou)
+    if config.top_k > 0:
+        keep &= keep.cumsum(dim=1) <= config.top_k
+    boxes_np, scores_np, keep_np = boxes_xyxy.cpu().numpy(), scores.cpu().numpy(), keep.cpu().numpy()
+    return [
+        (torch.from_numpy(b[k]), torch.from_numpy(s[k]))
+        for b, s, k in zip(boxes_np, scores_np, keep_np, strict=True)
+    ]
