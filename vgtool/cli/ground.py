@@ -103,10 +103,18 @@ def ground_cli(
     --resume insists on resuming: it fails if --out holds no run, or one with other model/phrases/postprocess.
     Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error; 130 interrupted.
 
-    Example: vgtool ground photos/ -p "red car=car" -p "blue car=car" -p dog --out runs/pets
+    Without --model the bundled model runs: it knows only the shapes of `vgtool synth`. For photos,
+    use a zero-shot model from the Hugging Face hub (or its cache, or a save_pretrained folder).
+
+    Examples:
+
+      vgtool ground photos/ -p "red car=car" -p "blue car=car" -p dog --model hf:IDEA-Research/grounding-dino-tiny --out runs/pets
+
+      vgtool ground photos/ -p person --model hf:google/owlv2-base-patch16-ensemble --threshold 0.2
     """
     from vgtool.errors import Interrupted
     from vgtool.ground.pipeline import GroundConfig, ground
+    from vgtool.models.bundled import DEFAULT_MODEL_DOMAIN, SUGGESTED_PHOTO_MODEL, is_default_model
 
     config = GroundConfig(
         threshold=threshold,
@@ -126,6 +134,12 @@ def ground_cli(
         compile=compile_model,
         quiet=quiet,
     )
+    if is_default_model(model):
+        typer.echo(
+            f"note: the bundled model knows only {DEFAULT_MODEL_DOMAIN}; for photos use a zero-shot "
+            f"model (--model {SUGGESTED_PHOTO_MODEL}) or a checkpoint you trained",
+            err=True,
+        )
     try:
         summary = ground(
             paths, phrase or [], out_dir=out, model=model, phrase_files=phrases_file or [], config=config
@@ -141,6 +155,13 @@ def ground_cli(
         typer.echo(
             f"{summary.grounded} images grounded{resumed}, {summary.annotations} boxes in annotations.json, "
             f"{len(summary.skipped)} skipped -> {summary.out_dir}",
+            err=True,
+        )
+    if summary.grounded and not summary.annotations:
+        typer.echo(
+            f"no boxes in {summary.grounded} images at threshold {summary.threshold:g}: try a lower "
+            "--threshold, other phrases, or a model that knows these objects"
+            + (f" (--model {SUGGESTED_PHOTO_MODEL})" if is_default_model(model) else ""),
             err=True,
         )
     if summary.skipped:

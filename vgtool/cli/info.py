@@ -8,10 +8,16 @@ import typer
 
 
 def info_cli(
-    model: Annotated[str, typer.Argument(help="Checkpoint folder, or 'default' for the bundled model.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Checkpoint folder, 'default' for the bundled model, or a zero-shot model (hf:<hub id> or a "
+            "save_pretrained folder)."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Print a checkpoint's config, parameter counts and where each part comes from.
+    """Print a model's domain, config, parameter counts, metadata and where each part comes from.
 
     Example: vgtool info runs/train/best
     """
@@ -25,6 +31,8 @@ def info_cli(
         return
     typer.echo(f"checkpoint: {description['path']}")
     typer.echo(f"architecture: {description['architecture']}  (config hash {description['config_hash']})")
+    if description.get("domain"):
+        typer.echo(f"domain: {description['domain']}")
     params = description["parameters"]
     typer.echo(f"parameters: {params['total']:,} total, {params['trainable']:,} trainable")
     for part, row in description["parts"].items():
@@ -33,5 +41,8 @@ def info_cli(
             f"source: {row['source']}  ({row['weights']})"
         )
     typer.echo(f"default threshold: {description['default_threshold']}")
+    if description.get("meta"):
+        typer.echo("metadata:")
+        typer.echo(json.dumps(description["meta"], indent=2))
     typer.echo("config:")
     typer.echo(json.dumps(description["config"], indent=2))

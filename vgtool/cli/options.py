@@ -12,7 +12,11 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Checkpoint folder (config.json + model.safetensors). Default: the bundled model.",
+        help="A vgtool checkpoint folder; 'default' (the bundled model, synthetic shapes only); or a "
+        "zero-shot model: hf:<hub id>[@revision] (hf:IDEA-Research/grounding-dino-tiny, "
+        "hf:google/owlv2-base-patch16-ensemble, hf:google/owlvit-base-patch32, "
+        "hf:omlab/omdet-turbo-swin-tiny-hf) or a folder saved with save_pretrained. "
+        "Default: the bundled model.",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]

@@ -86,6 +86,7 @@ class RunSummary:
     resumed: int = 0
     repaired: int = 0
     annotations: int = 0
+    threshold: float = 0.0
     skipped: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -187,7 +188,9 @@ def open_run(
         grounder.device, grounder.per_image_memory_bytes(len(ontology.phrases))
     )
     workers = auto_workers(len(todo), batch_size) if config.num_workers < 0 else config.num_workers
-    summary = RunSummary(out_dir=state.out_dir, images=len(entries), resumed=len(entries) - len(todo))
+    summary = RunSummary(
+        out_dir=state.out_dir, images=len(entries), resumed=len(entries) - len(todo), threshold=threshold
+    )
     summary.skipped.extend(journal.skipped)
     summary.repaired = len(journal.repairs)
     return GroundingRun(

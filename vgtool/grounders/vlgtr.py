@@ -20,6 +20,7 @@ from vgtool.checkpoint import (
     load_checkpoint,
     model_fingerprint,
     model_threshold,
+    read_checkpoint_config,
     referenced_parts,
 )
 from vgtool.config import to_dict
@@ -28,6 +29,7 @@ from vgtool.data.preprocess import PreprocessConfig, normalize, resize_to_input
 from vgtool.device import autocast
 from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
 from vgtool.groundings import Groundings
+from vgtool.models.bundled import DEFAULT_MODEL_DOMAIN, is_default_model
 from vgtool.models.memory_format import prefers_channels_last
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
 from vgtool.models.text import phrase_tokenizer
@@ -169,9 +171,14 @@ class VLGTRGrounder:
             "source": "vgtool (projections, proposals, queries, decoder, heads)",
             "weights": "stored in checkpoint",
         }
+        _, document = read_checkpoint_config(self.source)
+        meta = document.get("meta") or {}
+        domain = DEFAULT_MODEL_DOMAIN if is_default_model(self.source) else meta.get("domain")
         return {
             "path": str(self.source),
             "architecture": config.architecture,
+            "domain": domain or "what its training data held (not recorded in the checkpoint)",
+            "meta": meta,
             "config_hash": config_hash(config),
             "parameters": {"total": total["total"], "trainable": total["trainable"]},
             "default_threshold": self.default_threshold,

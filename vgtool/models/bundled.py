@@ -7,6 +7,23 @@ from pathlib import Path
 from vgtool.errors import CheckpointError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models" / "default"
+# What the bundled model was trained on, and so all it knows.
+DEFAULT_MODEL_DOMAIN = (
+    "the coloured 2D shapes of the `vgtool synth` benchmark (circles, squares, triangles, stars and "
+    "crosses in seven colours), not real photographs"
+)
+# A zero-shot model to suggest for real photographs.
+SUGGESTED_PHOTO_MODEL = "hf:IDEA-Research/grounding-dino-tiny"
+
+
+def is_default_model(model: str | Path | None) -> bool:
+    """Whether ``--model`` names the bundled model (None, ``default`` or its folder)."""
+    if model is None or str(model) == "default":
+        return True
+    try:
+        return Path(model).expanduser().resolve() == DEFAULT_MODEL_DIR
+    except OSError:
+        return False
 
 
 def resolve_model_path(model: str | Path | None) -> Path:
