@@ -11,6 +11,9 @@ Reports (printed and written as JSON):
 - ``phrase_scaling``: model-only seconds per image with 1, 4 and 16 phrases (timed in turn, best repeat each).
 - ``peak_rss_mib``: peak resident memory of this process (``main``) and of its largest decoding
   worker during the end-to-end run (``workers``, sampled every 50 ms: see :mod:`vgtool.rss`).
+- ``baseline_pipeline`` (with ``baseline="pipeline"``, Hugging Face models): transformers'
+  ``zero-shot-object-detection`` pipeline's images/s on the same model, images and phrases, and
+  vgtool's speed-up over it (end to end and model-only).
 - ``memory_scaling`` (with ``memory_scaling=(200, 2000)``): peak resident memory of separate
   ``vgtool ground`` runs over that many images each (fresh processes, so one run's peak cannot hide
   another's), and the growth from the smallest to the largest run.
@@ -128,7 +131,7 @@ print(json.dumps({"main": own_peak_mib(), "workers": workers.peak_mib or 0.0}))
 def _memory_scaling(
     counts: tuple[int, ...],
     scratch: Path,
-    model_path: Path,
+    model_path: str | Path,
     phrases: list[str],
     device: str,
     batch: int,
@@ -166,6 +169,29 @@ def _memory_scaling(
     }
 
 
+def _pipeline_baseline(
+    spec: str | Path, image_paths: list[Path], phrases: list[str], device
+) -> dict[str, Any]:
+    """images/s of transformers' ``zero-shot-object-detection`` pipeline on the same model (loaded
+    from the same folder), images and phrases: one call per image, after one warm-up call."""
+    from vgtool.data.decode import load_rgb
+    from vgtool.grounders.hf import resolve_hf_spec
+    from vgtool.models.hub import quiet_transformers
+    from vgtool.torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    quiet_transformers()
+    from transformers import pipeline
+
+    detector = pipeline("zero-shot-object-detection", model=str(resolve_hf_spec(spec).folder), device=device)
+    detector(load_rgb(image_paths[0]), candidate_labels=phrases)  # warm-up
+    start = time.perf_counter()
+    for path in image_paths:
+        detector(load_rgb(path), candidate_labels=phrases)
+    seconds = time.perf_counter() - start
+    return {"images": len(image_paths), "images_per_s": round(len(image_paths) / seconds, 3)}
+
+
 def bench(
     *,
     model: str | Path | None = None,
@@ -177,23 +203,32 @@ def bench(
     bf16: bool | None = None,
     out_json: str | Path | None = None,
     memory_scaling: tuple[int, ...] = (),
+    baseline: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Measure model-only and end-to-end grounding throughput; see the module docstring.
 
     Args:
-        model: checkpoint folder (None: the bundled model).
+        model: a model spec as ``vgtool ground --model`` takes it (None: the bundled model).
         images: a folder of real images; None renders ``synthetic`` procedural images first.
         phrases: phrases per image for the end-to-end run and the model-only figure.
         batch_size: images per batch; 0 picks one the way ``vgtool ground`` does.
         out_json: also write the report here.
         memory_scaling: also measure peak memory of separate runs over these image counts.
+        baseline: ``pipeline`` also times transformers' zero-shot-object-detection pipeline on the
+            same Hugging Face model, images and phrases, and reports vgtool's speed-up over it.
     """
     from vgtool.data.listing import list_images
+    from vgtool.errors import InputError
     from vgtool.ground.pipeline import GroundConfig, ground
     from vgtool.grounders import load_grounder
+    from vgtool.grounders.hf import is_hf_spec
     from vgtool.prediction.batching import auto_batch_size
 
+    if baseline not in (None, "pipeline"):
+        raise InputError(f"--baseline {baseline!r}: the only baseline is 'pipeline'")
+    if baseline == "pipeline" and not is_hf_spec(model):
+        raise InputError("--baseline pipeline needs a Hugging Face model (--model hf:<id> or a folder)")
     grounder = load_grounder(model, device=device, bf16=bf16)  # as vgtool ground loads it
     model_path, torch_device = grounder.source, grounder.device
     use_bf16 = bool(grounder.settings().get("bf16", False))
@@ -206,7 +241,7 @@ def bench(
         config = GroundConfig(batch_size=batch, device=device, bf16=use_bf16, recursive=True, quiet=quiet)
         with ChildPeakSampler() as workers:
             summary = ground(
-                [image_dir], phrase_list, out_dir=scratch_dir / "out", model=model_path, config=config
+                [image_dir], phrase_list, out_dir=scratch_dir / "out", model=grounder, config=config
             )
         timings = dict(summary.timings)
         end_to_end_s = timings["total"] - timings.get("load_model", 0.0)
@@ -221,6 +256,10 @@ def bench(
             if memory_scaling
             else None
         )
+        baseline_report = None
+        if baseline == "pipeline":
+            files = [e.path for e in list_images([image_dir], recursive=True)]
+            baseline_report = _pipeline_baseline(model, files, phrase_list, torch_device)
     report = {
         "model": str(model_path),
         "device": str(torch_device),
@@ -238,6 +277,13 @@ def bench(
     }
     if scaling_report is not None:
         report["memory_scaling"] = scaling_report
+    if baseline_report is not None:
+        pipeline_rate = baseline_report["images_per_s"]
+        report["baseline_pipeline"] = {
+            **baseline_report,
+            "end_to_end_speedup": round(report["end_to_end_images_per_s"] / pipeline_rate, 3),
+            "model_only_speedup": round(report["model_only_images_per_s"] / pipeline_rate, 3),
+        }
     if out_json is not None:
         Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -38,6 +38,14 @@ def bench_cli(
             help="Instead: time the recipe's frozen-backbone first stage with and without the feature cache.",
         ),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="'pipeline': also time transformers' zero-shot-object-detection pipeline on the same "
+            "Hugging Face model, images and phrases, and report the speed-up.",
+        ),
+    ] = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -49,6 +57,8 @@ def bench_cli(
     Example: vgtool bench --model runs/train/best --synthetic 200 --phrases 4 --out bench.json
 
     Example: vgtool bench --phrases 4 --memory-scaling 200,2000   (the bundled model; memory flat?)
+
+    Example: vgtool bench --model hf:IDEA-Research/grounding-dino-tiny --synthetic 10 --baseline pipeline
 
     Example: vgtool bench --train-recipe train/vlgtr_refcoco.yaml --out train_bench.json
     """
@@ -83,6 +93,7 @@ def bench_cli(
         bf16=bf16,
         out_json=out,
         memory_scaling=counts,
+        baseline=baseline,
         quiet=quiet,
     )
     typer.echo(json.dumps(report, indent=2))
