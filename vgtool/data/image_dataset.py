@@ -51,7 +51,7 @@ class ImageFileDataset(Dataset):
 
     Args:
         entries: the images.
-        transform: ``PIL RGB image -> [3, H, W] uint8`` model input (picklable: it runs in workers).
+        transform: ``PIL RGB image -> [3, H, W]`` model input tensor (picklable: it runs in workers).
         keep_images: also return the decoded image, for crops and overlays.
     """
 

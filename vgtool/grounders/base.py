@@ -63,7 +63,8 @@ class Grounder(Protocol):
     device: torch.device
     #: the score threshold the model recommends (a calibrated one where it has it)
     default_threshold: float
-    #: picklable ``PIL RGB image -> [3, H, W] uint8`` model input; runs in DataLoader workers
+    #: picklable ``PIL RGB image -> [3, H, W]`` model input tensor (uint8 to be normalised on the
+    #: device, or the float pixels of a Hugging Face image processor); runs in DataLoader workers
     image_transform: Callable[[Image.Image], torch.Tensor]
 
     def identity(self) -> dict[str, str]:
@@ -95,8 +96,8 @@ class Grounder(Protocol):
         """Ground phrases in each decoded image of ``batch``.
 
         Args:
-            batch: ``pixels`` ``[B, 3, H, W]`` uint8 from :attr:`image_transform`, ``sizes_wh``
-                ``[B, 2]`` displayed sizes.
+            batch: ``pixels`` from :attr:`image_transform` (``[B, 3, H, W]``, or a list when the
+                images' inputs differ in size), ``sizes_wh`` ``[B, 2]`` displayed sizes.
             phrases: from :meth:`encode_phrases`.
             postprocess: threshold, NMS and top-k per (image, phrase).
             pairs: per image, the indices of the phrases to ground in it (ascending); None grounds

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vgtool.checkpoint import (
@@ -138,7 +137,8 @@ class VLGTRGrounder:
                 )
         with measure("postprocess"):
             per_pair = PostProcess(postprocess)(outputs, batch.sizes_wh[image_index])
-            return _per_image(per_pair, image_index.tolist(), text_index.tolist(), num_images)
+            pairs_found = zip(image_index.tolist(), text_index.tolist(), per_pair, strict=True)
+            return Groundings.from_pairs(((b, p, *found) for b, p, found in pairs_found), num_images)
 
     # ---- for people -----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -185,36 +185,6 @@ class VLGTRGrounder:
             "parts": parts,
             "config": to_dict(config),
         }
-
-
-def _per_image(
-    per_pair: list[tuple[torch.Tensor, torch.Tensor]],
-    image_index: list[int],
-    text_index: list[int],
-    num_images: int,
-) -> list[Groundings]:
-    """Per-pair ``(boxes_xyxy [n, 4], scores [n])`` -> one :class:`Groundings` per image, in pair
-    order (pairs are grouped by image, phrases ascending within an image)."""
-    parts: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in range(num_images)]
-    for b, p, (boxes_xyxy, scores) in zip(image_index, text_index, per_pair, strict=True):
-        parts[b].append((p, boxes_xyxy.numpy(), scores.numpy()))
-    out = []
-    for image_parts in parts:
-        if not image_parts:
-            out.append(Groundings.empty())
-            continue
-        out.append(
-            Groundings(
-                xyxy=np.concatenate([boxes for _, boxes, _ in image_parts]).astype(np.float32, copy=False),
-                scores=np.concatenate([scores for _, _, scores in image_parts]).astype(
-                    np.float32, copy=False
-                ),
-                phrase_ids=np.concatenate(
-                    [np.full(len(scores), p, dtype=np.int64) for p, _, scores in image_parts]
-                ),
-            )
-        )
-    return out
 
 
 def decode_pairs(

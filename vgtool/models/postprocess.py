@@ -54,11 +54,20 @@ class PostProcess:
         return select_detections(boxes_xyxy, scores, self.config)
 
 
+# Largest [pairs, n, n] IoU tensor NMS builds at once (64M elements, 256 MB of float32).
+MAX_NMS_ELEMENTS = 1 << 26
+
+
 @torch.no_grad()
 def select_detections(
     boxes_xyxy: torch.Tensor, scores: torch.Tensor, config: PostProcessConfig
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Threshold, NMS and top-k for K (image, phrase) pairs at once, whatever model scored them.
+
+    Only the best ``n`` boxes of each pair take part, ``n`` the most any pair has at or above the
+    threshold (the others can neither be kept nor suppress one, so the result is the same), and
+    pairs go through NMS in chunks whose ``[pairs, n, n]`` IoU fits :data:`MAX_NMS_ELEMENTS`: models
+    with thousands of boxes per image (OWL) stay within memory.
 
     Args:
         boxes_xyxy: ``[K, Q, 4]`` pixels of each pair's image, clipped to it.
@@ -68,6 +77,23 @@ def select_detections(
         Per pair, ``(boxes_xyxy [N, 4], scores [N])`` float32 on the CPU, by decreasing score; boxes
         with no area are dropped.
     """
+    count = int((scores >= config.threshold).sum(dim=1).max()) if scores.numel() else 0
+    if count < scores.shape[1]:  # the order _select sorts in, ties included
+        scores, order = scores.sort(dim=1, descending=True, stable=True)
+        scores, order = scores[:, :count], order[:, :count]
+        boxes_xyxy = boxes_xyxy.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
+    chunk = max(1, MAX_NMS_ELEMENTS // max(1, count * count)) if config.nms_iou < 1.0 else len(scores)
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for start in range(0, len(scores), chunk):
+        part = slice(start, start + chunk)
+        out.extend(_select(boxes_xyxy[part], scores[part], config))
+    return out
+
+
+def _select(
+    boxes_xyxy: torch.Tensor, scores: torch.Tensor, config: PostProcessConfig
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`select_detections` on one chunk of pairs."""
     # All pairs at once: sort by score, mark candidates, suppress, cut to top_k.
     order = scores.argsort(dim=1, descending=True, stable=True)  # [K, Q]
     scores = scores.gather(1, order)
