@@ -31,6 +31,7 @@ from typing import Any
 
 from PIL import Image
 
+from vgtool.models.postprocess import PostProcessConfig
 from vgtool.rss import ChildPeakSampler, own_peak_mib
 
 REPEATS = 5
@@ -59,7 +60,12 @@ def _peak_rss_mib(workers: float | None) -> dict[str, float | None]:
 
 
 def _model_only(
-    grounder, num_images: int, phrase_counts: tuple[int, ...], batch_size: int
+    grounder,
+    num_images: int,
+    phrase_counts: tuple[int, ...],
+    batch_size: int,
+    postprocess: PostProcessConfig,
+    repeats: int = REPEATS,
 ) -> dict[int, float]:
     """Seconds per image of ``grounder.predict`` (backbone, decoder, postprocessing) on batches of
     ready uint8 tensors, per phrase count.
@@ -70,7 +76,6 @@ def _model_only(
     import torch
 
     from vgtool.data.image_dataset import ImageBatch
-    from vgtool.models.postprocess import PostProcessConfig
 
     image = Image.new("RGB", (640, 480))
     pixels = torch.stack([grounder.image_transform(image)] * batch_size)
@@ -83,7 +88,6 @@ def _model_only(
         images=None,
         failures=[],
     )
-    postprocess = PostProcessConfig()
     batches = max(1, num_images // batch_size)
     best = dict.fromkeys(phrase_counts, float("inf"))
     encoded = {}
@@ -95,7 +99,7 @@ def _model_only(
         encoded[count] = grounder.encode_phrases(phrases)
         grounder.predict(batch, encoded[count], postprocess=postprocess)  # warm-up
     cuda = grounder.device.type == "cuda"
-    for _ in range(REPEATS):  # best of a few: the least disturbed by other work on the machine
+    for _ in range(repeats):  # best of a few: the least disturbed by other work on the machine
         for count, phrases in encoded.items():
             if cuda:
                 torch.cuda.synchronize(grounder.device)
@@ -119,6 +123,7 @@ def _synthetic_images(folder: Path, count: int) -> Path:
 _RSS_PROBE = """
 import json, sys
 from vgtool.ground.pipeline import GroundConfig, ground
+from vgtool.models.postprocess import PostProcessConfig
 from vgtool.rss import ChildPeakSampler, own_peak_mib
 args = json.loads(sys.argv[1])
 with ChildPeakSampler() as workers:
@@ -204,6 +209,8 @@ def bench(
     out_json: str | Path | None = None,
     memory_scaling: tuple[int, ...] = (),
     baseline: str | None = None,
+    top_k: int = 0,
+    repeats: int = REPEATS,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Measure model-only and end-to-end grounding throughput; see the module docstring.
@@ -215,6 +222,10 @@ def bench(
         batch_size: images per batch; 0 picks one the way ``vgtool ground`` does.
         out_json: also write the report here.
         memory_scaling: also measure peak memory of separate runs over these image counts.
+        top_k: keep at most this many boxes per phrase and image (0: all above the model's
+            threshold); random-weight models find boxes everywhere, and writing thousands of crops
+            is not what a real model's run costs.
+        repeats: model-only timings keep the best of this many repeats.
         baseline: ``pipeline`` also times transformers' zero-shot-object-detection pipeline on the
             same Hugging Face model, images and phrases, and reports vgtool's speed-up over it.
     """
@@ -238,7 +249,9 @@ def bench(
         image_dir = Path(images) if images is not None else _synthetic_images(scratch_dir / "data", synthetic)
         num_images = len(list_images([image_dir], recursive=True))
         phrase_list = [PHRASE_POOL[i % len(PHRASE_POOL)] for i in range(phrases)]
-        config = GroundConfig(batch_size=batch, device=device, bf16=use_bf16, recursive=True, quiet=quiet)
+        config = GroundConfig(
+            batch_size=batch, device=device, bf16=use_bf16, recursive=True, quiet=quiet, top_k=top_k
+        )
         with ChildPeakSampler() as workers:
             summary = ground(
                 [image_dir], phrase_list, out_dir=scratch_dir / "out", model=grounder, config=config
@@ -248,7 +261,8 @@ def bench(
 
         sample_images = max(batch, min(num_images, 4 * batch))
         counts = tuple(dict.fromkeys((phrases, 1, 4, 16)))
-        per_image = _model_only(grounder, sample_images, counts, batch)
+        selection = PostProcessConfig(threshold=grounder.default_threshold, top_k=top_k)
+        per_image = _model_only(grounder, sample_images, counts, batch, selection, repeats)
         model_s = per_image[phrases]
         scaling = {str(k): round(per_image[k], 5) for k in (1, 4, 16)}
         scaling_report = (

@@ -46,6 +46,18 @@ def bench_cli(
             "Hugging Face model, images and phrases, and report the speed-up.",
         ),
     ] = None,
+    top_k: Annotated[
+        int,
+        typer.Option(
+            "--top-k",
+            "-t",
+            min=0,
+            help="At most K boxes per phrase and image (0: all); caps random-weight models.",
+        ),
+    ] = 0,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Model-only timings: best of this many.")
+    ] = 5,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -94,6 +106,8 @@ def bench_cli(
         out_json=out,
         memory_scaling=counts,
         baseline=baseline,
+        top_k=top_k,
+        repeats=repeats,
         quiet=quiet,
     )
     typer.echo(json.dumps(report, indent=2))
