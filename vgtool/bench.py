@@ -273,7 +273,10 @@ def bench(
         baseline_report = None
         if baseline == "pipeline":
             files = [e.path for e in list_images([image_dir], recursive=True)]
-            baseline_report = _pipeline_baseline(model, files, phrase_list, torch_device)
+            try:
+                baseline_report = _pipeline_baseline(model, files, phrase_list, torch_device)
+            except Exception as err:  # the pipeline does not serve every family (OmDet-Turbo)
+                baseline_report = {"error": f"{type(err).__name__}: {str(err).strip()[:300]}"}
     report = {
         "model": str(model_path),
         "device": str(torch_device),
@@ -291,7 +294,9 @@ def bench(
     }
     if scaling_report is not None:
         report["memory_scaling"] = scaling_report
-    if baseline_report is not None:
+    if baseline_report is not None and "error" in baseline_report:
+        report["baseline_pipeline"] = baseline_report
+    elif baseline_report is not None:
         pipeline_rate = baseline_report["images_per_s"]
         report["baseline_pipeline"] = {
             **baseline_report,
