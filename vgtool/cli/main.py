@@ -9,6 +9,7 @@ import typer
 from vgtool import __version__
 from vgtool.cli.bench import bench_cli
 from vgtool.cli.convert import convert_cli
+from vgtool.cli.distill import distill_cli
 from vgtool.cli.evaluate import evaluate_cli
 from vgtool.cli.export import export_cli
 from vgtool.cli.ground import ground_cli
@@ -44,6 +45,7 @@ app.command("synth", no_args_is_help=True)(synth_cli)
 app.command("bench")(bench_cli)
 app.command("convert", no_args_is_help=True)(convert_cli)
 app.command("export", no_args_is_help=True)(export_cli)
+app.command("distill", no_args_is_help=True)(distill_cli)
 
 
 def _version_callback(value: bool) -> None:

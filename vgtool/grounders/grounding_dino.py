@@ -28,14 +28,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from PIL import Image
 
 from vgtool import box_ops
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.device import autocast
 from vgtool.errors import CheckpointError
 from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
-from vgtool.grounders.hf import HFModelRef, load_pretrained
+from vgtool.grounders.hf import HFModelRef, ImageProcessorTransform, load_pretrained, same_size_groups
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig, select_detections
 from vgtool.torchvision_compat import ensure_torchvision_importable
@@ -78,34 +77,6 @@ class Caption:
             attention_mask=self.attention_mask.to(device),
             token_type_ids=self.token_type_ids.to(device),
         )
-
-
-class ImageProcessorTransform:
-    """PIL RGB image -> the image processor's ``pixel_values[0]``, ``[3, H, W]`` float32 normalised
-    (aspect kept, so ``H, W`` differ between images).
-
-    Picklable for DataLoader workers: it travels as the processor's class name and settings and is
-    rebuilt on first use (after making torchvision importable in that process).
-    """
-
-    def __init__(self, image_processor: Any):
-        self.class_name = type(image_processor).__name__
-        self.settings = image_processor.to_dict()
-        self._processor = image_processor
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"class_name": self.class_name, "settings": self.settings}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.class_name, self.settings, self._processor = state["class_name"], state["settings"], None
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        if self._processor is None:
-            ensure_torchvision_importable()
-            import transformers
-
-            self._processor = getattr(transformers, self.class_name).from_dict(self.settings)
-        return self._processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
 class GroundingDinoGrounder:
@@ -367,17 +338,6 @@ def _tokenize_caption(tokenizer: Any, items: Sequence[tuple[int, str]]) -> Capti
 
 
 # ---- model outputs -> detections ----------------------------------------------------------------
-def same_size_groups(pixels: torch.Tensor | list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
-    """A batch's inputs -> ``(image indices, [G, 3, H, W])`` per distinct input size, in order of
-    first appearance (never padded together: padding changes Grounding DINO's boxes)."""
-    if isinstance(pixels, torch.Tensor):
-        return [(list(range(len(pixels))), pixels)]
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(pixels):
-        by_shape.setdefault(tuple(image.shape), []).append(i)
-    return [(ids, torch.stack([pixels[i] for i in ids])) for ids in by_shape.values()]
-
-
 def phrase_detections(
     pred_boxes: torch.Tensor, logits: torch.Tensor, spans: Sequence[tuple[int, int]], sizes_wh: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,11 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import torch
+from PIL import Image
 
 from vgtool.errors import ModelSourceError
 
@@ -160,3 +164,49 @@ def load_pretrained(cls: Any, ref: HFModelRef, **kwargs: Any) -> Any:
     except (OSError, ValueError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelSourceError(f"{ref.spec}: cannot load {cls.__name__} ({detail[:200]})") from err
+
+
+class ImageProcessorTransform:
+    """``PIL RGB image -> [3, S, S]`` float32: the model's image processor, one image at a time.
+
+    Picklable for DataLoader workers; it re-makes torchvision importable before unpickling the
+    processor (a spawned worker has not done it yet).
+    """
+
+    def __init__(self, image_processor: Any):
+        self.image_processor = image_processor
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def __reduce__(self):
+        return _rebuild_transform, (pickle.dumps(self.image_processor),)
+
+
+def _rebuild_transform(payload: bytes) -> ImageProcessorTransform:
+    from vgtool.torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    return ImageProcessorTransform(pickle.loads(payload))
+
+
+def same_size_groups(pixels: torch.Tensor | list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+    """A batch's inputs -> ``(image indices, [G, 3, H, W])`` per distinct input size, in order of
+    first appearance (never padded together: padding changes Grounding DINO's boxes)."""
+    if isinstance(pixels, torch.Tensor):
+        return [(list(range(len(pixels))), pixels)]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(pixels):
+        by_shape.setdefault(tuple(image.shape), []).append(i)
+    return [(ids, torch.stack([pixels[i] for i in ids])) for ids in by_shape.values()]
+
+
+def count_parameters(modules: list[torch.nn.Module], origin: str) -> dict[str, Any]:
+    """A ``vgtool info`` row: parameters of ``modules`` (each counted once) and where they are from."""
+    params = {id(p): p for m in modules for p in m.parameters()}.values()
+    return {
+        "total": sum(p.numel() for p in params),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "source": f"transformers {type(modules[0]).__name__}",
+        "weights": origin,
+    }

@@ -21,19 +21,23 @@ decoder's, scaled to the displayed image and clipped, as transformers'
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
 
 from vgtool import box_ops
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.device import autocast
 from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
-from vgtool.grounders.hf import HFModelRef, load_pretrained
+from vgtool.grounders.hf import (
+    HFModelRef,
+    ImageProcessorTransform,
+    count_parameters,
+    load_pretrained,
+    same_size_groups,
+)
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig, select_detections
 
@@ -42,30 +46,6 @@ from vgtool.models.postprocess import PostProcessConfig, select_detections
 # Not calibrated here (no real weights offline); `--threshold` overrides it.
 DEFAULT_THRESHOLD = 0.3
 # Elements of the [pairs, n, n] IoU tensor that NMS may build at once (n: boxes over threshold).
-
-
-class ImageProcessorTransform:
-    """``PIL RGB image -> [3, H, W]`` float32: the model's image processor, one image at a time.
-
-    Picklable for DataLoader workers; it re-makes torchvision importable before unpickling the
-    processor (a spawned worker has not done it yet).
-    """
-
-    def __init__(self, image_processor: Any):
-        self.image_processor = image_processor
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-    def __reduce__(self):
-        return _rebuild_transform, (pickle.dumps(self.image_processor),)
-
-
-def _rebuild_transform(payload: bytes) -> ImageProcessorTransform:
-    from vgtool.torchvision_compat import ensure_torchvision_importable
-
-    ensure_torchvision_importable()
-    return ImageProcessorTransform(pickle.loads(payload))
 
 
 @dataclass(frozen=True)
@@ -210,7 +190,7 @@ class OmDetTurboGrounder:
         tasks = {everything: (phrases.features.task, phrases.features.task_mask)} if num_phrases else {}
         per_image: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # b -> (logits [Q, C], boxes [Q, 4])
         with torch.inference_mode():
-            for images, pixels in _shape_groups(batch.pixels):
+            for images, pixels in same_size_groups(batch.pixels):
                 asked = [b for b in images if pairs[b]]
                 if not asked:
                     continue
@@ -303,11 +283,11 @@ class OmDetTurboGrounder:
         model = self.model
         origin = f"hf:{self.ref.repo_id}@{self.ref.revision}" if self.ref.repo_id else str(self.ref.folder)
         parts = {
-            "vision": _count([model.vision_backbone], origin),
-            "text": _count([model.language_backbone], origin),
-            "detector": _count([model.encoder, model.decoder], origin),
+            "vision": count_parameters([model.vision_backbone], origin),
+            "text": count_parameters([model.language_backbone], origin),
+            "detector": count_parameters([model.encoder, model.decoder], origin),
         }
-        total = _count([model], origin)
+        total = count_parameters([model], origin)
         return {
             "path": str(self.ref.folder),
             "source": self.ref.spec,
@@ -331,24 +311,3 @@ def _groups_by_phrases(pairs: list[tuple[int, ...]]) -> list[tuple[tuple[int, ..
     for row, ids in enumerate(pairs):
         groups.setdefault(ids, []).append(row)
     return list(groups.items())
-
-
-def _count(modules: list[torch.nn.Module], origin: str) -> dict[str, Any]:
-    """A ``vgtool info`` row: parameters of ``modules`` (each counted once) and where they are from."""
-    params = {id(p): p for m in modules for p in m.parameters()}.values()
-    return {
-        "total": sum(p.numel() for p in params),
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-        "source": f"transformers {type(modules[0]).__name__}",
-        "weights": origin,
-    }
-
-
-def _shape_groups(pixels: torch.Tensor | list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
-    """``(image positions, [b, 3, H, W])`` per input shape (one group when ``pixels`` is stacked)."""
-    if isinstance(pixels, torch.Tensor):
-        return [(list(range(len(pixels))), pixels)]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for b, image in enumerate(pixels):
-        groups.setdefault(tuple(image.shape), []).append(b)
-    return [(ids, torch.stack([pixels[b] for b in ids])) for ids in groups.values()]

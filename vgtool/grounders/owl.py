@@ -20,18 +20,22 @@ but for every phrase rather than only each box's best one.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 
 from vgtool import box_ops
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.device import autocast
 from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
-from vgtool.grounders.hf import HFModelRef, load_pretrained
+from vgtool.grounders.hf import (
+    HFModelRef,
+    ImageProcessorTransform,
+    count_parameters,
+    load_pretrained,
+    same_size_groups,
+)
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig, select_detections
 
@@ -51,30 +55,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"owlv2": 0.3, "owlvit": 0.1}
 # Boxes clipped to less than this many pixels across are dropped: with OWLv2 they are boxes that lie
 # almost wholly in the padding (the padded square's patches predict boxes there too).
 MIN_SIDE_PX = 1.0
-
-
-class ImageProcessorTransform:
-    """``PIL RGB image -> [3, S, S]`` float32: the model's image processor, one image at a time.
-
-    Picklable for DataLoader workers; it re-makes torchvision importable before unpickling the
-    processor (a spawned worker has not done it yet).
-    """
-
-    def __init__(self, image_processor: Any):
-        self.image_processor = image_processor
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-    def __reduce__(self):
-        return _rebuild_transform, (pickle.dumps(self.image_processor),)
-
-
-def _rebuild_transform(payload: bytes) -> ImageProcessorTransform:
-    from vgtool.torchvision_compat import ensure_torchvision_importable
-
-    ensure_torchvision_importable()
-    return ImageProcessorTransform(pickle.loads(payload))
 
 
 class OwlGrounder:
@@ -206,7 +186,7 @@ class OwlGrounder:
             return [Groundings.empty() for _ in range(num_images)]
         logits, boxes_cxcywh = [], []
         with torch.inference_mode():
-            for images, pixels in _shape_groups(batch.pixels):
+            for images, pixels in same_size_groups(batch.pixels):
                 group_logits, group_boxes = self._forward(pixels, phrases.features, measure)
                 logits.append((images, group_logits))
                 boxes_cxcywh.append((images, group_boxes))
@@ -264,8 +244,8 @@ class OwlGrounder:
             "vision": [base.vision_model, base.visual_projection],
             "text": [base.text_model, base.text_projection],
         }
-        parts = {name: _count(modules, origin) for name, modules in towers.items()}
-        total = _count([self.model], origin)
+        parts = {name: count_parameters(modules, origin) for name, modules in towers.items()}
+        total = count_parameters([self.model], origin)
         parts["heads"] = {
             **total,
             "total": total["total"] - sum(p["total"] for p in parts.values()),
@@ -281,27 +261,6 @@ class OwlGrounder:
             "parts": parts,
             "config": self.model.config.to_dict(),
         }
-
-
-def _count(modules: list[torch.nn.Module], origin: str) -> dict[str, Any]:
-    """A ``vgtool info`` row: parameters of ``modules`` (each counted once) and where they are from."""
-    params = {id(p): p for m in modules for p in m.parameters()}.values()
-    return {
-        "total": sum(p.numel() for p in params),
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-        "source": f"transformers {type(modules[0]).__name__}",
-        "weights": origin,
-    }
-
-
-def _shape_groups(pixels: torch.Tensor | list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
-    """``(image positions, [b, 3, H, W])`` per input shape (one group when ``pixels`` is stacked)."""
-    if isinstance(pixels, torch.Tensor):
-        return [(list(range(len(pixels))), pixels)]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for b, image in enumerate(pixels):
-        groups.setdefault(tuple(image.shape), []).append(b)
-    return [(ids, torch.stack([pixels[b] for b in ids])) for ids in groups.values()]
 
 
 def _ungroup(parts: list[tuple[list[int], torch.Tensor]], num_images: int) -> torch.Tensor:
