@@ -32,6 +32,7 @@ from typing import Any
 from PIL import Image
 
 from vgtool.models.postprocess import PostProcessConfig
+from vgtool.prediction.timer import best_of_turns
 from vgtool.rss import ChildPeakSampler, own_peak_mib
 
 REPEATS = 5
@@ -68,11 +69,7 @@ def _model_only(
     repeats: int = REPEATS,
 ) -> dict[int, float]:
     """Seconds per image of ``grounder.predict`` (backbone, decoder, postprocessing) on batches of
-    ready uint8 tensors, per phrase count.
-
-    The counts are timed in turn within each repeat, and each keeps its best repeat: a slow spell
-    of the machine then touches every count alike instead of whichever was being timed.
-    """
+    ready input tensors, per phrase count (timed in turns: :func:`best_of_turns`)."""
     import torch
 
     from vgtool.data.image_dataset import ImageBatch
@@ -89,27 +86,22 @@ def _model_only(
         failures=[],
     )
     batches = max(1, num_images // batch_size)
-    best = dict.fromkeys(phrase_counts, float("inf"))
-    encoded = {}
+    runs = {}
     for count in phrase_counts:
         phrases = [
             PHRASE_POOL[i % len(PHRASE_POOL)] + ("" if i < len(PHRASE_POOL) else f" {i}")
             for i in range(count)
         ]
-        encoded[count] = grounder.encode_phrases(phrases)
-        grounder.predict(batch, encoded[count], postprocess=postprocess)  # warm-up
-    cuda = grounder.device.type == "cuda"
-    for _ in range(repeats):  # best of a few: the least disturbed by other work on the machine
-        for count, phrases in encoded.items():
-            if cuda:
-                torch.cuda.synchronize(grounder.device)
-            start = time.perf_counter()
+        encoded = grounder.encode_phrases(phrases)
+        grounder.predict(batch, encoded, postprocess=postprocess)  # warm-up
+
+        def run(encoded=encoded) -> None:
             for _ in range(batches):
-                grounder.predict(batch, phrases, postprocess=postprocess)
-            if cuda:
-                torch.cuda.synchronize(grounder.device)
-            best[count] = min(best[count], (time.perf_counter() - start) / (batches * batch_size))
-    return best
+                grounder.predict(batch, encoded, postprocess=postprocess)
+
+        runs[count] = run
+    best = best_of_turns(runs, repeats, grounder.device)
+    return {count: seconds / (batches * batch_size) for count, seconds in best.items()}
 
 
 def _synthetic_images(folder: Path, count: int) -> Path:
@@ -124,6 +116,7 @@ _RSS_PROBE = """
 import json, sys
 from vgtool.ground.pipeline import GroundConfig, ground
 from vgtool.models.postprocess import PostProcessConfig
+from vgtool.prediction.timer import best_of_turns
 from vgtool.rss import ChildPeakSampler, own_peak_mib
 args = json.loads(sys.argv[1])
 with ChildPeakSampler() as workers:

@@ -73,26 +73,13 @@ class Groundings:
         """``(image, phrase, boxes_xyxy [n, 4], scores [n])`` per (image, phrase) pair -> one
         :class:`Groundings` per image, boxes by phrase id, then in the order given (decreasing
         score, as postprocessing sorts them). Boxes and scores may be numpy arrays or CPU tensors."""
-        parts: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in range(num_images)]
+        parts: list[list[tuple[int, Groundings]]] = [[] for _ in range(num_images)]
         for image, phrase, boxes_xyxy, scores in pairs:
-            parts[image].append((phrase, np.asarray(boxes_xyxy, np.float32), np.asarray(scores, np.float32)))
-        out = []
-        for image_parts in parts:
-            image_parts.sort(key=lambda part: part[0])  # stable: keeps each phrase's own order
-            out.append(
-                cls(
-                    xyxy=np.concatenate([b for _, b, _ in image_parts]).reshape(-1, 4)
-                    if image_parts
-                    else np.zeros((0, 4), np.float32),
-                    scores=np.concatenate([s for _, _, s in image_parts])
-                    if image_parts
-                    else np.zeros(0, np.float32),
-                    phrase_ids=np.concatenate([np.full(len(s), p, np.int64) for p, _, s in image_parts])
-                    if image_parts
-                    else np.zeros(0, np.int64),
-                )
-            )
-        return out
+            scores = np.asarray(scores, np.float32)
+            boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+            parts[image].append((phrase, cls(boxes, scores, np.full(len(scores), phrase, np.int64))))
+        # sorted by phrase only (stable), so each phrase keeps its own order
+        return [cls.merge([g for _, g in sorted(found, key=lambda part: part[0])]) for found in parts]
 
     def __len__(self) -> int:
         return len(self.xyxy)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, QuietOpt, SetOpt
+from vgtool.cli.options import DeviceOpt, PhraseOpt, PhrasesFileOpt, QuietOpt, SetOpt
 
 
 def distill_cli(
@@ -19,14 +19,8 @@ def distill_cli(
         ),
     ],
     images: Annotated[Path, typer.Option("--images", "-i", help="Folder of images to label and learn from.")],
-    phrase: Annotated[
-        list[str] | None,
-        typer.Option("--phrase", "-p", help="Phrase to ground in every image (repeatable; 'text=class')."),
-    ] = None,
-    phrases_file: Annotated[
-        list[Path] | None,
-        typer.Option("--phrases-file", help="Text file with one phrase per line (repeatable)."),
-    ] = None,
+    phrase: PhraseOpt = None,
+    phrases_file: PhrasesFileOpt = None,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Run folder: teacher/, labels/, student/, eval/, distill.json."),

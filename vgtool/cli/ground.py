@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, ModelOpt, QuietOpt
+from vgtool.cli.options import DeviceOpt, ModelOpt, PhraseOpt, PhrasesFileOpt, QuietOpt
 
 EXIT_SKIPPED = 3
 
@@ -19,18 +19,8 @@ def ground_cli(
             help="Images: folders, files, glob patterns, or .txt files listing one image per line."
         ),
     ],
-    phrase: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--phrase",
-            "-p",
-            help="Phrase to ground (repeatable). 'red car=car' files its boxes under class 'car'.",
-        ),
-    ] = None,
-    phrases_file: Annotated[
-        list[Path] | None,
-        typer.Option("--phrases-file", help="Text file with one phrase per line (repeatable)."),
-    ] = None,
+    phrase: PhraseOpt = None,
+    phrases_file: PhrasesFileOpt = None,
     model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vgtool-out"),
     batch_size: Annotated[

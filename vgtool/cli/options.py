@@ -19,6 +19,18 @@ ModelOpt = Annotated[
         "Default: the bundled model.",
     ),
 ]
+PhraseOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--phrase",
+        "-p",
+        help="Phrase to ground (repeatable). 'red car=car' files its boxes under class 'car'.",
+    ),
+]
+PhrasesFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--phrases-file", help="Text file with one phrase per line (repeatable)."),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 SetOpt = Annotated[

@@ -10,6 +10,7 @@ import logging
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from vgtool.errors import InputError
@@ -35,15 +36,20 @@ class Ontology:
     def category_id(self, phrase_index: int) -> int:
         return self.categories.index(self.phrases[phrase_index].category) + 1
 
-    @property
+    @cached_property
     def texts(self) -> list[str]:
         """The phrase texts, by phrase id."""
         return [p.text for p in self.phrases]
 
-    @property
+    @cached_property
     def category_ids(self) -> list[int]:
         """Each phrase's COCO category id, by phrase id."""
         return [self.category_id(i) for i in range(len(self.phrases))]
+
+    @cached_property
+    def phrase_categories(self) -> list[str]:
+        """Each phrase's category name, by phrase id."""
+        return [p.category for p in self.phrases]
 
 
 def parse_phrase(text: str) -> PhraseSpec:

@@ -51,9 +51,13 @@ def write_image_outputs(
     image = Image.fromarray(image_array)
     ontology = state.ontology
     if crops and len(groundings):
-        folders = [p.category for p in ontology.phrases]
         write_crops(
-            image, groundings, folders=folders, first_id=first_id, out_dir=state.out_dir, file_name=file_name
+            image,
+            groundings,
+            folders=ontology.phrase_categories,
+            first_id=first_id,
+            out_dir=state.out_dir,
+            file_name=file_name,
         )
     if overlays:
         write_overlay(
@@ -97,8 +101,6 @@ class ResultSink:
         self.next_annotation_id = first_annotation_id
         self.grounded = 0
         self.skipped: list[dict[str, str]] = []
-        self._texts = state.ontology.texts
-        self._category_ids = state.ontology.category_ids
 
     def __call__(self, predicted: PredictedBatch) -> int:
         """Record a batch; returns the number of images finished.
@@ -124,8 +126,8 @@ class ResultSink:
         annotations = groundings_to_coco_annotations(
             groundings,
             image_id=image_id,
-            phrases=self._texts,
-            category_ids=self._category_ids,
+            phrases=self.state.ontology.texts,
+            category_ids=self.state.ontology.category_ids,
             first_id=first_id,
         )
         self.next_annotation_id += len(annotations)

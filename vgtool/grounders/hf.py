@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,10 +166,11 @@ def load_pretrained(cls: Any, ref: HFModelRef, **kwargs: Any) -> Any:
 
 
 class ImageProcessorTransform:
-    """``PIL RGB image -> [3, S, S]`` float32: the model's image processor, one image at a time.
+    """``PIL RGB image -> [3, H, W]`` float32: the model's image processor, one image at a time.
 
-    Picklable for DataLoader workers; it re-makes torchvision importable before unpickling the
-    processor (a spawned worker has not done it yet).
+    Picklable for DataLoader workers as the processor's class name and settings (plain data, no
+    pickled objects); a worker rebuilds the processor, making torchvision importable first (a
+    spawned worker has not done that yet).
     """
 
     def __init__(self, image_processor: Any):
@@ -179,15 +179,16 @@ class ImageProcessorTransform:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
-    def __reduce__(self):
-        return _rebuild_transform, (pickle.dumps(self.image_processor),)
+    def __getstate__(self) -> dict[str, Any]:
+        return {"class": type(self.image_processor).__name__, "settings": self.image_processor.to_dict()}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from vgtool.torchvision_compat import ensure_torchvision_importable
 
-def _rebuild_transform(payload: bytes) -> ImageProcessorTransform:
-    from vgtool.torchvision_compat import ensure_torchvision_importable
+        ensure_torchvision_importable()
+        import transformers
 
-    ensure_torchvision_importable()
-    return ImageProcessorTransform(pickle.loads(payload))
+        self.image_processor = getattr(transformers, state["class"]).from_dict(state["settings"])
 
 
 def same_size_groups(pixels: torch.Tensor | list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:

@@ -514,6 +514,7 @@ def model_only_speed(
     from vgtool.data.image_dataset import ImageBatch
     from vgtool.models.postprocess import PostProcessConfig
     from vgtool.prediction.batching import auto_batch_size
+    from vgtool.prediction.timer import best_of_turns
 
     decoded = [load_rgb(path) for path in files]
     prepared = {}
@@ -534,21 +535,16 @@ def model_only_speed(
         postprocess = PostProcessConfig(threshold=grounder.default_threshold)
         encoded = grounder.encode_phrases(list(phrases))
         grounder.predict(batches[0], encoded, postprocess=postprocess)  # warm-up
-        prepared[name] = (grounder, batches, encoded, postprocess, size)
-    best = dict.fromkeys(grounders, float("inf"))
-    for _ in range(REPEATS):
-        for name, (grounder, batches, encoded, postprocess, _size) in prepared.items():
-            cuda = grounder.device.type == "cuda"
-            if cuda:
-                torch.cuda.synchronize(grounder.device)
-            start = time.perf_counter()
+
+        def run(grounder=grounder, batches=batches, encoded=encoded, postprocess=postprocess) -> None:
             for batch in batches:
                 grounder.predict(batch, encoded, postprocess=postprocess)
-            if cuda:
-                torch.cuda.synchronize(grounder.device)
-            best[name] = min(best[name], time.perf_counter() - start)
+
+        prepared[name] = (grounder, run, size)
+    device = next(iter(grounders.values())).device
+    best = best_of_turns({name: run for name, (_, run, _) in prepared.items()}, REPEATS, device)
     report: dict[str, Any] = {"images": len(decoded), "phrases": len(phrases), "repeats": REPEATS}
-    for name, (grounder, _, _, _, size) in prepared.items():
+    for name, (grounder, _, size) in prepared.items():
         report[name] = {
             "images_per_s": round(len(decoded) / best[name], 2),
             "batch_size": size,
