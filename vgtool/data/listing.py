@@ -138,3 +138,18 @@ def list_images(
     if not entries:
         raise InputError(f"no images found in {', '.join(map(str, inputs))} (extensions: {' '.join(exts)})")
     return [entries[k] for k in sorted(entries)]
+
+
+def image_root(entries: Sequence[ImageEntry]) -> Path | None:
+    """The absolute folder every entry's ``file_name`` is relative to, or None when the entries
+    have no single one (an image-list file naming images outside the common folder)."""
+    roots = set()
+    for entry in entries:
+        absolute = Path(os.path.abspath(entry.path))
+        parts = len(Path(entry.file_name).parts)
+        if absolute.parts[-parts:] != Path(entry.file_name).parts:
+            return None
+        roots.add(Path(*absolute.parts[:-parts]) if len(absolute.parts) > parts else Path(absolute.anchor))
+        if len(roots) > 1:
+            return None
+    return roots.pop() if roots else None

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from vgtool import __version__
-from vgtool.data.listing import ImageEntry, list_images
+from vgtool.data.listing import ImageEntry, image_root, list_images
 from vgtool.errors import InputError
 from vgtool.ground.output_dir import RunState, prepare_output_dir
 from vgtool.ground.phrases import build_ontology
@@ -52,6 +53,12 @@ class GroundConfig:
         strict: stop with an error at the first image that cannot be read.
         compile: ``torch.compile`` the model (worth it on long GPU runs).
         quiet: no progress bar.
+        merge: boxes of different phrases that overlap by more than ``merge_iou`` are merged
+            (the best-scoring one is kept): ``class`` among phrases filed under one class (a no-op
+            when each class has one phrase), ``all`` whatever their class, ``none`` never.
+        merge_iou: the IoU above which ``merge`` treats two boxes as one object.
+        categories_file: a COCO file or a names list (one per line) whose category ids and names
+            the output uses; every phrase's class must be one of them.
     """
 
     threshold: float | None = None
@@ -70,10 +77,17 @@ class GroundConfig:
     strict: bool = False
     compile: bool = False
     quiet: bool = False
+    merge: Literal["class", "all", "none"] = "class"
+    merge_iou: float = 0.5
+    categories_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite cannot be used together")
+        if self.merge not in ("class", "all", "none"):
+            raise InputError(f"--merge: {self.merge!r} is not one of class, all, none")
+        if not 0.0 <= self.merge_iou <= 1.0:
+            raise InputError(f"--merge-iou: {self.merge_iou} is not between 0 and 1")
 
 
 @dataclass
@@ -125,6 +139,7 @@ def ground(
     phrase_files: Sequence[str | Path] = (),
     config: GroundConfig | None = None,
     progress: Callable[[int], None] | None = None,
+    entries: Sequence[ImageEntry] | None = None,
 ) -> RunSummary:
     """Ground ``phrases`` in every image under ``inputs`` and write the outputs to ``out_dir``.
 
@@ -138,6 +153,8 @@ def ground(
         phrase_files: files with one phrase per line.
         config: run settings.
         progress: called with the number of images finished after each batch (for tests/UIs).
+        entries: the images, when the caller has already listed ``inputs`` with
+            :func:`list_images` (the CLI does, to report a bad path before loading torch).
 
     Returns:
         The run summary (also written to ``out_dir/run.json``).
@@ -146,7 +163,9 @@ def ground(
         InputError, CheckpointError: bad inputs or model, or an output folder that cannot be used
             (see ``GroundConfig.overwrite`` and ``GroundConfig.resume``), before any work is done.
     """
-    run = open_run(inputs, phrases, phrase_files, out_dir=out_dir, model=model, config=config)
+    run = open_run(
+        inputs, phrases, phrase_files, out_dir=out_dir, model=model, config=config, entries=entries
+    )
     ground_images(run, progress)
     return finish_run(run)
 
@@ -159,11 +178,14 @@ def open_run(
     out_dir: str | Path,
     model: str | Path | Grounder | None = None,
     config: GroundConfig | None = None,
+    entries: Sequence[ImageEntry] | None = None,
 ) -> GroundingRun:
     """Check the phrases and inputs, load the grounder, and open (or resume) the output folder."""
     config = config or GroundConfig()
     ontology = build_ontology(phrases, phrase_files)  # cheap checks first, before any model loads
-    entries = list_images(inputs, recursive=config.recursive, extensions=config.extensions or None)
+    if entries is None:
+        entries = list_images(inputs, recursive=config.recursive, extensions=config.extensions or None)
+    entries = list(entries)
     started, wall_start = time.time(), time.perf_counter()
     grounder_start = time.perf_counter()
     if model is None or isinstance(model, str | Path):
@@ -303,6 +325,7 @@ def finish_run(run: GroundingRun) -> RunSummary:
             "config_hash": state.run_key.get("model_config"),
             "fingerprint": state.run_key["model"],
         },
+        image_root=image_root(run.entries),
         arguments={
             "inputs": run.inputs,
             "phrases": [f"{p.text}={p.category}" for p in state.ontology.phrases],

@@ -13,7 +13,13 @@ from vgtool.atomic import write_bytes_atomic
 
 
 def write_manifest(
-    out_dir: Path, summary, *, model: dict[str, Any], arguments: dict[str, Any], started: float
+    out_dir: Path,
+    summary,
+    *,
+    model: dict[str, Any],
+    arguments: dict[str, Any],
+    started: float,
+    image_root: Path | None = None,
 ) -> Path:
     """Write ``run.json`` next to ``annotations.json`` (timestamps live here, not in annotations).
 
@@ -22,10 +28,13 @@ def write_manifest(
         model: what identifies the model (path, hashes).
         arguments: the run's settings.
         started: the start time (``time.time()``).
+        image_root: the absolute folder the images' ``file_name`` values are relative to (exports
+            read the images from there); None when there is no single one.
     """
     document = {
         "vgtool_version": __version__,
         "model": model,
+        "image_root": None if image_root is None else str(image_root),
         "arguments": arguments,
         "counts": {
             "images_listed": summary.images,
