@@ -15,14 +15,27 @@ from pathlib import Path
 
 from vgtool.atomic import write_bytes_atomic
 from vgtool.errors import InputError
+from vgtool.ground.merge import MergeConfig
 from vgtool.ground.phrases import Ontology
 from vgtool.models.postprocess import PostProcessConfig
 
 JOURNAL_NAME = "journal.jsonl"
 RUN_KEY_NAME = "run-key.json"
-OUTPUTS = ("annotations.json", "run.json", JOURNAL_NAME, RUN_KEY_NAME, "crops", "overlays")
+RESULTS_NAME = "results.json"
+OUTPUTS = ("annotations.json", RESULTS_NAME, "run.json", JOURNAL_NAME, RUN_KEY_NAME, "crops", "overlays")
+# Bumped when the records a run writes change, so that a run never resumes into a journal of
+# another layout (2: COCO annotations gained segmentation and attributes; categories may be pinned).
+OUTPUT_FORMAT = 2
 # Run-key fields under the names users know them by (the model's config hash is part of "model").
-_KEY_LABELS = {"model": "model", "model_config": "model", "phrases": "phrases", "postprocess": "postprocess"}
+_KEY_LABELS = {
+    "model": "model",
+    "model_config": "model",
+    "phrases": "phrases",
+    "categories": "categories",
+    "postprocess": "postprocess",
+    "merge": "merge settings",
+    "output_format": "vgtool output format",
+}
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class RunState:
 
     @property
     def category_names(self) -> dict[int, str]:
-        return {i: name for i, name in enumerate(self.ontology.categories, start=1)}
+        return self.ontology.category_names
 
 
 def prepare_output_dir(
@@ -45,6 +58,7 @@ def prepare_output_dir(
     model_identity: dict[str, str],
     ontology: Ontology,
     postprocess: PostProcessConfig,
+    merge: MergeConfig | None,
     overwrite: bool,
     resume: bool = False,
 ) -> RunState:
@@ -52,6 +66,7 @@ def prepare_output_dir(
 
     Args:
         model_identity: the grounder's :meth:`~vgtool.grounders.base.Grounder.identity`.
+        merge: how boxes of several phrases are merged; None when there is nothing to merge.
         overwrite: replace the outputs of an earlier run with other settings.
         resume: require an earlier run with the same settings in ``out_dir``.
 
@@ -62,7 +77,10 @@ def prepare_output_dir(
     run_key = {
         **model_identity,
         "phrases": [[p.text, p.category] for p in ontology.phrases],
+        "categories": [[c.id, c.name] for c in ontology.categories],
         "postprocess": asdict(postprocess),
+        "merge": None if merge is None else asdict(merge),
+        "output_format": OUTPUT_FORMAT,
     }
     key_path = out_dir / RUN_KEY_NAME
     existing = None
@@ -79,6 +97,8 @@ def prepare_output_dir(
         )
     if existing is not None and existing != run_key:
         differs = [] if "model" not in existing else [k for k in run_key if existing.get(k) != run_key[k]]
+        if "phrases" in differs and "categories" in differs:  # new phrases bring new categories
+            differs.remove("categories")
         differs = list(dict.fromkeys(_KEY_LABELS.get(k, "model") for k in differs)) or ["settings"]
         if resume:
             raise InputError(f"{out_dir}: cannot resume, the earlier run used different {', '.join(differs)}")

@@ -18,7 +18,8 @@ from typing import Literal
 from vgtool import __version__
 from vgtool.data.listing import ImageEntry, image_root, list_images
 from vgtool.errors import InputError
-from vgtool.ground.output_dir import RunState, prepare_output_dir
+from vgtool.ground.merge import MergeConfig, phrase_groups
+from vgtool.ground.output_dir import RESULTS_NAME, RunState, prepare_output_dir
 from vgtool.ground.phrases import build_ontology
 from vgtool.ground.resume import JournalScan, repair_outputs, scan_journal
 from vgtool.ground.sink import ResultSink, warn
@@ -29,6 +30,7 @@ from vgtool.prediction.loop import predict_images
 from vgtool.prediction.timer import StageTimer
 from vgtool.writers.assemble import assemble_annotations
 from vgtool.writers.background import BackgroundWriter
+from vgtool.writers.coco import categories_to_coco
 from vgtool.writers.journal import Journal
 from vgtool.writers.manifest import write_manifest
 
@@ -111,6 +113,8 @@ class GroundingRun:
 
     Attributes:
         todo: ``(position in entries, entry)`` of the images not yet journaled.
+        merge, merge_groups: how boxes of several phrases on one object are merged, and each
+            phrase's group; None when no two phrases share a group.
         batch_size, num_workers: as chosen for this run.
     """
 
@@ -119,6 +123,8 @@ class GroundingRun:
     entries: list[ImageEntry]
     grounder: Grounder
     postprocess: PostProcessConfig
+    merge: MergeConfig | None
+    merge_groups: list[int] | None
     state: RunState
     journal: JournalScan
     todo: list[tuple[int, ImageEntry]]
@@ -182,10 +188,11 @@ def open_run(
 ) -> GroundingRun:
     """Check the phrases and inputs, load the grounder, and open (or resume) the output folder."""
     config = config or GroundConfig()
-    ontology = build_ontology(phrases, phrase_files)  # cheap checks first, before any model loads
+    ontology = build_ontology(phrases, phrase_files, config.categories_file)  # cheap checks first
     if entries is None:
         entries = list_images(inputs, recursive=config.recursive, extensions=config.extensions or None)
     entries = list(entries)
+    _warn_shared_stems(entries)
     started, wall_start = time.time(), time.perf_counter()
     grounder_start = time.perf_counter()
     if model is None or isinstance(model, str | Path):
@@ -196,11 +203,14 @@ def open_run(
     timer.add("load_model", time.perf_counter() - grounder_start)
     threshold = grounder.default_threshold if config.threshold is None else config.threshold
     postprocess = PostProcessConfig(threshold=threshold, top_k=config.top_k, nms_iou=config.nms_iou)
+    groups = phrase_groups(config.merge, ontology.phrase_categories)
+    merge = None if groups is None else MergeConfig(mode=config.merge, iou=config.merge_iou)
     state = prepare_output_dir(
         Path(out_dir),
         model_identity=grounder.identity(),
         ontology=ontology,
         postprocess=postprocess,
+        merge=merge,
         overwrite=config.overwrite,
         resume=config.resume,
     )
@@ -221,6 +231,8 @@ def open_run(
         entries=entries,
         grounder=grounder,
         postprocess=postprocess,
+        merge=merge,
+        merge_groups=groups,
         state=state,
         journal=journal,
         todo=todo,
@@ -231,6 +243,38 @@ def open_run(
         started=started,
         wall_start=wall_start,
     )
+
+
+def _jsonable(value: object) -> object:
+    """A run setting as ``run.json`` stores it."""
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value) if isinstance(value, Path) else value
+
+
+def _warn_shared_stems(entries: Sequence[ImageEntry]) -> None:
+    """Warn once when images of one folder share a stem (a.png, a.jpg): annotations.json keeps
+    them apart by file name, and so do vgtool's label exports, but tools that name label files by
+    stem (YOLO, VOC) overwrite one with the other."""
+    seen: dict[str, str] = {}
+    pairs = []
+    for entry in entries:
+        stem = (
+            entry.file_name.rsplit(".", 1)[0]
+            if "." in entry.file_name.rsplit("/", 1)[-1]
+            else entry.file_name
+        )
+        if stem.casefold() in seen:
+            pairs.append((seen[stem.casefold()], entry.file_name))
+        else:
+            seen[stem.casefold()] = entry.file_name
+    if pairs:
+        first, second = pairs[0]
+        more = f" and {len(pairs) - 1} more such pairs" if len(pairs) > 1 else ""
+        warn(
+            f"{first} and {second} share a name stem{more}; vgtool export-labels keeps them apart, "
+            "but tools that name label files by stem would mix them up"
+        )
 
 
 @contextmanager
@@ -274,6 +318,7 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
                 crops=config.crops,
                 overlays=config.overlays,
                 strict=config.strict,
+                merge=None if run.merge is None else (run.merge_groups, run.merge.iou),
             )
             for entry, annotations in run.journal.repairs:
                 writer.submit(repair_outputs, entry, annotations, state, config.crops, config.overlays)
@@ -313,7 +358,8 @@ def finish_run(run: GroundingRun) -> RunSummary:
             state.journal_path,
             state.out_dir / "annotations.json",
             info=info,
-            categories=state.ontology.categories,
+            categories=categories_to_coco(state.ontology.categories),
+            results_path=state.out_dir / RESULTS_NAME,
         )
     summary.timings = {k: round(v, 4) for k, v in timer.totals.items()}
     summary.timings["total"] = round(time.perf_counter() - run.wall_start, 4)
@@ -329,7 +375,7 @@ def finish_run(run: GroundingRun) -> RunSummary:
         arguments={
             "inputs": run.inputs,
             "phrases": [f"{p.text}={p.category}" for p in state.ontology.phrases],
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(run.config).items()},
+            "config": {k: _jsonable(v) for k, v in vars(run.config).items()},
             "device": str(run.grounder.device),
             "batch_size": run.batch_size,
             "num_workers": run.num_workers,

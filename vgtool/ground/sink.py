@@ -16,6 +16,7 @@ from PIL import Image
 
 from vgtool.data.listing import ImageEntry
 from vgtool.errors import InputError
+from vgtool.ground.merge import merge_phrases
 from vgtool.ground.output_dir import RunState
 from vgtool.groundings import Groundings
 from vgtool.prediction.loop import PredictedBatch
@@ -73,6 +74,9 @@ def write_image_outputs(
 class ResultSink:
     """Records each batch's results in order: journal line, then background crops/overlay.
 
+    ``merge`` (each phrase's merge group, and the IoU) merges boxes several phrases put on one
+    object (:func:`~vgtool.ground.merge.merge_phrases`) before anything is written.
+
     Attributes:
         next_annotation_id: the id the next box gets.
         grounded: images grounded by this run.
@@ -90,6 +94,7 @@ class ResultSink:
         crops: bool,
         overlays: bool,
         strict: bool,
+        merge: tuple[Sequence[int], float] | None = None,
         warn: Callable[[str], None] = warn,
     ):
         self.journal = journal
@@ -97,6 +102,7 @@ class ResultSink:
         self.state = state
         self.todo = todo
         self.crops, self.overlays, self.strict = crops, overlays, strict
+        self.merge = merge
         self.warn = warn
         self.next_annotation_id = first_annotation_id
         self.grounded = 0
@@ -122,6 +128,8 @@ class ResultSink:
 
     def _record(self, predicted: PredictedBatch, b: int, image_id: int, entry: ImageEntry) -> None:
         batch, groundings = predicted.batch, predicted.groundings[b]
+        if self.merge is not None:
+            groundings = merge_phrases(groundings, *self.merge)
         first_id = self.next_annotation_id
         annotations = groundings_to_coco_annotations(
             groundings,

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vgtool.writers.coco import categories_to_coco, write_coco_streaming
+from vgtool.writers.coco import coco_result, write_coco_streaming, write_json_list_streaming
 
 
 def _records_in_order(journal_path: Path) -> list[tuple[int, int]]:
@@ -39,17 +39,24 @@ def _iter_records(journal_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def assemble_annotations(
-    journal_path: Path, out_path: Path, *, info: dict[str, Any], categories: Sequence[str]
+    journal_path: Path,
+    out_path: Path,
+    *,
+    info: dict[str, Any],
+    categories: Sequence[dict[str, Any]],
+    results_path: Path | None = None,
 ) -> int:
     """Write ``annotations.json`` (``out_path``) from a run's journal; returns the number of
     annotations.
 
     Args:
         info: the file's ``info`` record.
-        categories: category names, ids from 1.
+        categories: its category records.
+        results_path: where to write the same boxes as a detection-results list (``image_id``,
+            ``category_id``, ``bbox``, ``score``: what pycocotools' ``COCO.loadRes`` reads).
 
-    Memory stays flat: the journal is read twice, record by record, and only a table of
-    (image id, file offset) pairs is held.
+    Memory stays flat: the journal is read record by record, two or three times, and only a table
+    of (image id, file offset) pairs is held.
     """
     if not journal_path.exists():
         journal_path.touch()
@@ -71,5 +78,10 @@ def assemble_annotations(
                 count += 1
                 yield ann
 
-    write_coco_streaming(out_path, info, images(), categories_to_coco(categories), annotations())
+    write_coco_streaming(out_path, info, images(), categories, annotations())
+    if results_path is not None:
+        write_json_list_streaming(
+            results_path,
+            (coco_result(ann) for rec in _iter_records(journal_path) for ann in rec["annotations"]),
+        )
     return count

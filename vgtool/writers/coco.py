@@ -34,8 +34,11 @@ def bbox_xyxy_to_coco(box_xyxy: Sequence[float]) -> list[float]:
 def coco_annotation(
     annotation_id: int, image_id: int, category_id: int, box_xyxy: Sequence[float], score: float, phrase: str
 ) -> dict[str, Any]:
-    """One COCO annotation record with vgtool's ``score`` and ``phrase``."""
+    """One COCO annotation record with vgtool's ``score`` and ``phrase``, also under
+    ``attributes`` (where CVAT/datumaro keep them) and an empty ``segmentation`` (which
+    pycocotools' drawing and datumaro expect)."""
     bbox = bbox_xyxy_to_coco(box_xyxy)
+    score = round(float(score), SCORE_DECIMALS)
     return {
         "id": annotation_id,
         "image_id": image_id,
@@ -43,8 +46,10 @@ def coco_annotation(
         "bbox": bbox,
         "area": round(bbox[2] * bbox[3], BBOX_DECIMALS),
         "iscrowd": 0,
-        "score": round(float(score), SCORE_DECIMALS),
+        "segmentation": [],
+        "score": score,
         "phrase": phrase,
+        "attributes": {"phrase": phrase, "score": score},
     }
 
 
@@ -106,9 +111,28 @@ def detections_to_coco_annotations(
     ]
 
 
-def categories_to_coco(names: Sequence[str]) -> list[dict[str, Any]]:
-    """Category records with ids from 1, in the given order."""
-    return [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(names, start=1)]
+def categories_to_coco(categories: Iterable[tuple[int, str, str]]) -> list[dict[str, Any]]:
+    """COCO category records from ``(id, name, supercategory)``, in the given order."""
+    return [{"id": i, "name": name, "supercategory": sup} for i, name, sup in categories]
+
+
+def coco_result(annotation: dict[str, Any]) -> dict[str, Any]:
+    """An annotation record as a detection result (what pycocotools' ``COCO.loadRes`` reads)."""
+    return {k: annotation[k] for k in ("image_id", "category_id", "bbox", "score")}
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def write_json_list_streaming(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write a JSON list one record per line (flat memory), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write("[\n")
+        for i, record in enumerate(records):
+            handle.write(("," if i else "") + _dump(record) + "\n")
+        handle.write("]\n")
 
 
 def write_coco_streaming(
@@ -123,10 +147,7 @@ def write_coco_streaming(
     ``images`` and ``annotations`` may be generators; they are consumed once each, in order.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    def dump(obj: Any) -> str:
-        return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
+    dump = _dump
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write('{"info":' + dump(info) + ',\n"images":[\n')
         for i, record in enumerate(images):
