@@ -7,8 +7,11 @@ VENV ?= .venv
 TORCH_CONSTRAINTS ?= -c constraints-cpu.txt
 BIN := $(VENV)/bin
 EXAMPLES := vgtool/assets/examples
+# The annotation libraries the export tests read exports with (datumaro, supervision, label-studio-sdk)
+# pin numpy, pillow and pyarrow below the project's, so they live in a venv of their own.
+INTEROP_VENV ?= .venv-interop
 
-.PHONY: setup demo test lint clean
+.PHONY: setup interop demo test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +23,21 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+$(INTEROP_VENV)/.installed: requirements-interop.txt
+	$(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/pip install --quiet --upgrade pip
+	$(INTEROP_VENV)/bin/pip install --quiet -r requirements-interop.txt
+	touch $@
+
+interop: $(INTEROP_VENV)/.installed
+
 # The bundled default model (vgtool/assets/models/default) on the bundled example images.
 demo: setup
 	$(BIN)/vgtool ground $(EXAMPLES) --phrases-file $(EXAMPLES)/phrases.txt --out runs/demo --overwrite
 
-test: setup
+test: setup interop
 	$(BIN)/ruff check vgtool tests
-	$(BIN)/python -m pytest
+	VGTOOL_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python VGTOOL_REQUIRE_INTEROP=1 $(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check vgtool tests

@@ -67,9 +67,24 @@ def model_fingerprint(directory: str | Path) -> str:
 def model_threshold(directory: str | Path) -> float:
     """The default score threshold stored in a checkpoint (``meta.postprocess.threshold``, chosen by
     ``vgtool export --calibrate``), or :data:`FALLBACK_THRESHOLD`."""
-    _, document = read_checkpoint_config(directory)
-    value = ((document.get("meta") or {}).get("postprocess") or {}).get("threshold")
+    value = (model_postprocess(directory) or {}).get("threshold")
     return float(value) if isinstance(value, int | float) else FALLBACK_THRESHOLD
+
+
+def model_postprocess(directory: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's calibrated postprocessing (``meta.postprocess``: the default ``threshold`` and
+    how it was chosen), or None when it has none."""
+    _, document = read_checkpoint_config(directory)
+    postprocess = (document.get("meta") or {}).get("postprocess")
+    return dict(postprocess) if isinstance(postprocess, dict) else None
+
+
+def set_model_postprocess(directory: str | Path, postprocess: dict[str, Any]) -> None:
+    """Store ``postprocess`` as ``meta.postprocess`` of an existing checkpoint (only ``config.json``
+    is rewritten, atomically; everything else in it is kept as read)."""
+    _, document = read_checkpoint_config(directory)
+    document["meta"] = {**(document.get("meta") or {}), "postprocess": postprocess}
+    write_bytes_atomic(Path(directory) / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())
 
 
 def save_checkpoint(

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from vgtool.cli.main import app, main
@@ -159,7 +160,7 @@ def test_init_creates_a_loadable_checkpoint(tmp_path):
     assert bad.exit_code != 0 and "unknown config key decoder.nope" in str(bad.exception)
 
 
-COMMANDS = ["ground", "info", "init", "train", "finetune", "evaluate", "synth", "bench", "convert"]
+COMMANDS = sorted(typer.main.get_command(app).commands)
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in COMMANDS])

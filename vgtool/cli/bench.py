@@ -8,22 +8,34 @@ from typing import Annotated
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, ModelOpt, QuietOpt, SetOpt
+from vgtool.cli.checks import check_device, check_folder, check_model, check_out_file, check_recipe
+from vgtool.cli.options import OUT_FLAGS, DeviceOpt, ModelOpt, QuietOpt, SetOpt, TopKOpt, run_folder
+from vgtool.errors import InputError
+
+REPORT_NAME = "bench.json"
+TRAIN_REPORT_NAME = "train_bench.json"
 
 
 def bench_cli(
     model: ModelOpt = None,
-    images: Annotated[Path | None, typer.Option("--images", help="Folder of real images to ground.")] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", "-i", help="Folder of real images to ground.")
+    ] = None,
     synthetic: Annotated[
         int, typer.Option("--synthetic", min=1, help="Without --images: render this many procedural images.")
     ] = 200,
-    phrases: Annotated[int, typer.Option("--phrases", "-k", min=1, help="Phrases per image.")] = 4,
+    phrases: Annotated[int, typer.Option("--phrases", min=1, help="Phrases per image.")] = 4,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=0, help="0 picks one.")] = 0,
     bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Default: on for CUDA.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Write the report as JSON here.")] = Path(
-        "bench.json"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            *OUT_FLAGS,
+            help=f"Folder to write the report to ({REPORT_NAME}; {TRAIN_REPORT_NAME} with "
+            "--train-recipe); a path ending in .json names the report file itself.",
+        ),
+    ] = run_folder("bench"),
     memory_scaling: Annotated[
         str | None,
         typer.Option(
@@ -46,55 +58,54 @@ def bench_cli(
             "Hugging Face model, images and phrases, and report the speed-up.",
         ),
     ] = None,
-    top_k: Annotated[
-        int,
-        typer.Option(
-            "--top-k",
-            "-t",
-            min=0,
-            help="At most K boxes per phrase and image (0: all); caps random-weight models.",
-        ),
-    ] = 0,
+    top_k: TopKOpt = 0,
     repeats: Annotated[
         int, typer.Option("--repeats", min=1, help="Model-only timings: best of this many.")
     ] = 5,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Measure grounding speed: model-only vs end-to-end images/s, time per stage, phrase scaling, memory.
+    """Measure grounding (or training) throughput.
+
+    Model-only vs end-to-end images/s, time per stage, phrase scaling and memory. A model with
+    random weights boxes everything: --top-k caps what it writes.
 
     With --train-recipe, train the recipe's first stage for 2 epochs with and without cached vision
     features and report samples/s (--set overrides the recipe).
 
-    Example: vgtool bench --model runs/train/best --synthetic 200 --phrases 4 --out bench.json
-
-    Example: vgtool bench --phrases 4 --memory-scaling 200,2000   (the bundled model; memory flat?)
-
-    Example: vgtool bench --model hf:IDEA-Research/grounding-dino-tiny --synthetic 10 --baseline pipeline
-
-    Example: vgtool bench --train-recipe train/vlgtr_refcoco.yaml --out train_bench.json
+    \b
+    Examples:
+      vgtool bench --model runs/train/best --synthetic 200 --phrases 4 --out runs/bench
+      vgtool bench --phrases 4 --memory-scaling 200,2000   (the bundled model; memory flat?)
+      vgtool bench --model hf:IDEA-Research/grounding-dino-tiny --synthetic 10 --baseline pipeline
+      vgtool bench --train-recipe train/vlgtr_refcoco.yaml --out runs/bench/train.json
     """
     import json
+
+    sets = [*(overrides or []), *([f"device={device}"] if device != "auto" else [])]
+    report_name = TRAIN_REPORT_NAME if train_recipe is not None else REPORT_NAME
+    out_json = out if out.suffix.lower() == ".json" else out / report_name
+    if baseline not in (None, "pipeline"):
+        raise InputError(f"--baseline {baseline!r}: the only baseline is 'pipeline'")
+    check_device(device)
+    check_model(model)
+    check_folder(images, "--images", "image folder")
+    if train_recipe is not None:
+        check_recipe(train_recipe, sets, "--train-recipe")
+    check_out_file(out_json)
+    counts = _image_counts(memory_scaling)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
 
     if train_recipe is not None:
         from vgtool.training.config import load_recipe
         from vgtool.training.throughput import train_throughput
 
-        sets = [*(overrides or []), *([f"device={device}"] if device != "auto" else [])]
-        report = train_throughput(load_recipe(train_recipe, sets), out_json=out, quiet=quiet)
+        report = train_throughput(load_recipe(train_recipe, sets), out_json=out_json, quiet=quiet)
         typer.echo(json.dumps(report, indent=2))
         return
 
     from vgtool.bench import bench
 
-    counts: tuple[int, ...] = ()
-    if memory_scaling:
-        try:
-            counts = tuple(int(part) for part in memory_scaling.split(",") if part.strip())
-        except ValueError:
-            raise typer.BadParameter(f"expected counts like 200,2000, not {memory_scaling!r}") from None
-        if len(counts) < 2 or min(counts) < 1:
-            raise typer.BadParameter("give at least two image counts >= 1, e.g. 200,2000")
     report = bench(
         model=model,
         images=images,
@@ -103,7 +114,7 @@ def bench_cli(
         device=device,
         batch_size=batch_size,
         bf16=bf16,
-        out_json=out,
+        out_json=out_json,
         memory_scaling=counts,
         baseline=baseline,
         top_k=top_k,
@@ -111,3 +122,19 @@ def bench_cli(
         quiet=quiet,
     )
     typer.echo(json.dumps(report, indent=2))
+
+
+def _image_counts(memory_scaling: str | None) -> tuple[int, ...]:
+    """``--memory-scaling 200,2000`` -> ``(200, 2000)``."""
+    if not memory_scaling:
+        return ()
+    hint = "'--memory-scaling'"
+    try:
+        counts = tuple(int(part) for part in memory_scaling.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected counts like 200,2000, not {memory_scaling!r}", param_hint=hint
+        ) from None
+    if len(counts) < 2 or min(counts) < 1:
+        raise typer.BadParameter("give at least two image counts >= 1, e.g. 200,2000", param_hint=hint)
+    return counts

@@ -7,7 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, PhraseOpt, PhrasesFileOpt, QuietOpt, SetOpt
+from vgtool.cli.checks import check_device, check_model, check_out_folder
+from vgtool.cli.options import (
+    OUT_FLAGS,
+    THRESHOLD_FLAGS,
+    DeviceOpt,
+    PhraseOpt,
+    PhrasesFileOpt,
+    QuietOpt,
+    RecursiveOpt,
+    SetOpt,
+    run_folder,
+)
+from vgtool.errors import InputError, Interrupted
 
 
 def distill_cli(
@@ -23,8 +35,8 @@ def distill_cli(
     phrases_file: PhrasesFileOpt = None,
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", help="Run folder: teacher/, labels/, student/, eval/, distill.json."),
-    ] = Path("runs/distill"),
+        typer.Option(*OUT_FLAGS, help="Run folder: teacher/, labels/, student/, eval/, distill.json."),
+    ] = run_folder("distill"),
     student: Annotated[
         str | None,
         typer.Option(
@@ -45,7 +57,7 @@ def distill_cli(
     ] = False,
     recipe: Annotated[
         Path,
-        typer.Option("--recipe", "-r", help="Student training recipe (YAML); data paths are set for you."),
+        typer.Option("--recipe", help="Student training recipe (YAML); data paths are set for you."),
     ] = Path("train/distill_student.yaml"),
     val_fraction: Annotated[
         float,
@@ -59,8 +71,7 @@ def distill_cli(
     threshold: Annotated[
         float | None,
         typer.Option(
-            "--threshold",
-            "-t",
+            *THRESHOLD_FLAGS,
             min=0.0,
             max=1.0,
             help="Teacher's score threshold. Default: its calibrated one.",
@@ -70,7 +81,7 @@ def distill_cli(
         int | None, typer.Option("--epochs", min=1, help="Train every stage of the recipe this many epochs.")
     ] = None,
     overrides: SetOpt = None,
-    recursive: Annotated[bool, typer.Option("--recursive", help="Search --images recursively.")] = False,
+    recursive: RecursiveOpt = False,
     data_only: Annotated[
         bool, typer.Option("--data-only", help="Stop after writing the labels (labels/train.json, val.json).")
     ] = False,
@@ -81,23 +92,38 @@ def distill_cli(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/val split and of training.")] = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Distil a teacher into a small fast VL-GTR student: the teacher labels --images (no-object
-    phrases included), the student trains on those labels, and both are compared on held-out images
-    (agreement Acc@0.5 and mAP50, and images/s of each).
+    """Distil a teacher into a small fast student.
+
+    The teacher labels --images (no-object phrases included), a VL-GTR student trains on those
+    labels, and both are compared on held-out images (agreement Acc@0.5 and mAP50, and images/s of
+    each).
 
     Re-running the same command resumes the teacher's grounding; add --resume to continue training.
 
+    \b
     Example: vgtool distill --teacher default --images photos/ --phrases-file phrases.txt --out runs/distill --epochs 10
     """
-    from vgtool.errors import Interrupted
-    from vgtool.training.distill import DistillConfig, distill
-
     if not phrase and not phrases_file:
         raise typer.BadParameter("give at least one --phrase or --phrases-file", param_hint="--phrase")
     if student is not None and (preset is not None or from_teacher):
         raise typer.BadParameter(
             "give --student, or --preset / --from-teacher, not both", param_hint="--student"
         )
+    from vgtool.config import load_mapping
+    from vgtool.ground.phrases import build_ontology
+
+    check_device(device)
+    build_ontology(phrase or [], phrases_file or [])
+    check_model(teacher, "--teacher")
+    if student is not None:
+        check_model(student, "--student")
+    if not images.expanduser().is_dir():
+        raise InputError(f"{images}: not a folder of images (--images)")
+    load_mapping(recipe)  # readable YAML
+    check_out_folder(out)
+
+    from vgtool.training.distill import DistillConfig, distill
+
     config = DistillConfig(
         threshold=threshold,
         val_fraction=val_fraction,

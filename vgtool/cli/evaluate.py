@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, ModelOpt, OutDirOpt, QuietOpt
+from vgtool.cli.checks import check_device, check_model, check_out_folder, check_path
+from vgtool.cli.options import (
+    OUT_FLAGS,
+    THRESHOLD_FLAGS,
+    DeviceOpt,
+    ModelOpt,
+    NmsIouOpt,
+    QuietOpt,
+    run_folder,
+)
 
 TABLE_COLUMNS = (
     ("n", "n_samples"),
@@ -30,6 +39,7 @@ class DataFormatChoice(str, Enum):
     refcoco_parquet = "refcoco-parquet"
     flickr30k = "flickr30k"
     odvg = "odvg"
+    labelstudio = "labelstudio"
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
@@ -59,7 +69,10 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 
 def evaluate_cli(
     data: Annotated[
-        str, typer.Option("--data", help="Dataset file or folder (COCO with phrases, RefCOCO, Flickr30k...).")
+        str,
+        typer.Option(
+            "--data", "-d", help="Dataset file or folder (COCO with phrases, RefCOCO, Flickr30k...)."
+        ),
     ],
     model: ModelOpt = None,
     predictions: Annotated[
@@ -72,23 +85,26 @@ def evaluate_cli(
         ),
     ] = None,
     data_format: Annotated[
-        DataFormatChoice, typer.Option("--format", help="Dataset layout; auto guesses it from --data.")
+        DataFormatChoice,
+        typer.Option("--format", help="Dataset layout (coco, labelstudio...); auto guesses it from --data."),
     ] = DataFormatChoice.auto,
     split: Annotated[str | None, typer.Option("--split", help="Dataset split, e.g. val or testA.")] = None,
     image_root: Annotated[
         str | None, typer.Option("--image-root", help="Folder the dataset's image paths are relative to.")
     ] = None,
-    out: OutDirOpt = Path("eval-out"),
+    out: Annotated[
+        Path, typer.Option(*OUT_FLAGS, help="Output folder: metrics.json, predictions.json, plots.")
+    ] = run_folder("evaluate"),
     threshold: Annotated[
         float | None,
         typer.Option(
-            "--threshold",
-            "-t",
+            *THRESHOLD_FLAGS,
             min=0.0,
             max=1.0,
             help="Score at which a box for an absent object counts. Default: the model's calibrated threshold, else 0.5.",
         ),
     ] = None,
+    nms_iou: NmsIouOpt = 0.7,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")] = 16,
     device: DeviceOpt = "auto",
     bf16: Annotated[
@@ -101,22 +117,31 @@ def evaluate_cli(
     ] = True,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate grounding on a labelled dataset: a model, or a predictions file from any tool.
+    """Score a model or a predictions file on labelled data.
 
+    Evaluates grounding on a labelled dataset: a model, or a COCO predictions file from any tool.
     Writes metrics.json (overall and per phrase kind), iou_histogram.png and examples_best_worst.png.
     For a model also predictions.json, which --predictions scores to the same numbers.
     Metrics: accuracy@0.5/0.75 and mIoU of the top box, mAP, and the no-object false-positive rate.
 
+    \b
     Example: vgtool evaluate --model runs/train/best --data data/synth --split test --out runs/eval
     """
+    if predictions is not None and model is not None:
+        raise typer.BadParameter("give --model or --predictions, not both", param_hint="--predictions")
+    check_device(device)
+    check_path(data, "--data", "dataset file or folder")
+    check_path(image_root, "--image-root", "image folder")
+    check_model(model)
+    check_out_folder(out)
+
     from vgtool.datasets import DataConfig
     from vgtool.evaluation.evaluate import EvalConfig, evaluate_model, evaluate_predictions
 
-    if predictions is not None and model is not None:
-        raise typer.BadParameter("give --model or --predictions, not both", param_hint="--predictions")
     data_config = DataConfig(format=data_format.value, path=data, split=split, image_root=image_root)
     config = EvalConfig(
         threshold=threshold,
+        nms_iou=nms_iou,
         batch_size=batch_size,
         device=device,
         bf16=bf16,

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, QuietOpt
+from vgtool.cli.checks import check_device, check_folder, check_out_folder, check_path
+from vgtool.cli.options import OUT_FLAGS, DeviceOpt, QuietOpt
 
 
 def export_cli(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/train/best.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the exported checkpoint to.")],
+    out: Annotated[Path, typer.Option(*OUT_FLAGS, help="Folder to write the exported checkpoint to.")],
     fp16: Annotated[
         bool, typer.Option("--fp16/--fp32", help="Store weights in fp16 (half the size; loads back as fp32).")
     ] = True,
@@ -41,12 +42,20 @@ def export_cli(
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a checkpoint again, slim: fp16 weights, frozen pretrained parts referenced by name.
+    """Write a slim copy of a checkpoint for shipping.
 
-    Its metadata (training step, validation metrics) is kept. With --calibrate, the model's default score threshold is chosen on that data (use a validation split, never the test split).
+    fp16 weights, frozen pretrained parts referenced by name. Its metadata (training step,
+    validation metrics) is kept. With --calibrate, the model's default score threshold is chosen on
+    that data (use a validation split, never the test split).
 
+    \b
     Example: vgtool export runs/train/best --out models/shipped --calibrate data/calib --split val
     """
+    check_device(device)
+    check_folder(checkpoint, "CHECKPOINT", "checkpoint folder")
+    check_path(calibrate, "--calibrate", "dataset file or folder")
+    check_out_folder(out)
+
     from vgtool.checkpoint import export_checkpoint
 
     postprocess = None

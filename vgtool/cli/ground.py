@@ -1,28 +1,52 @@
-"""``vgtool ground``: parse options, call :func:`vgtool.ground.pipeline.ground`."""
+"""``vgtool ground``: parse options, check the inputs, call :func:`vgtool.ground.pipeline.ground`."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vgtool.cli.options import DeviceOpt, ModelOpt, PhraseOpt, PhrasesFileOpt, QuietOpt
+from vgtool.cli.checks import check_device, check_file, check_model, check_out_folder
+from vgtool.cli.options import (
+    OUT_FLAGS,
+    DeviceOpt,
+    ModelOpt,
+    NmsIouOpt,
+    PhraseOpt,
+    PhrasesFileOpt,
+    QuietOpt,
+    RecursiveOpt,
+    ThresholdOpt,
+    TopKOpt,
+    run_folder,
+)
+from vgtool.errors import InputError, Interrupted
 
 EXIT_SKIPPED = 3
+
+
+class MergeChoice(str, Enum):
+    class_ = "class"
+    all = "all"
+    none = "none"
 
 
 def ground_cli(
     paths: Annotated[
         list[str],
         typer.Argument(
-            help="Images: folders, files, glob patterns, or .txt files listing one image per line."
+            metavar="PATH",
+            help="Images: folders, files, glob patterns, or .txt files listing one image per line.",
         ),
     ],
     phrase: PhraseOpt = None,
     phrases_file: PhrasesFileOpt = None,
     model: ModelOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vgtool-out"),
+    out: Annotated[
+        Path, typer.Option(*OUT_FLAGS, help="Output folder; the same command again resumes it.")
+    ] = run_folder("ground"),
     batch_size: Annotated[
         int,
         typer.Option(
@@ -33,32 +57,40 @@ def ground_cli(
         ),
     ] = 0,
     device: DeviceOpt = "auto",
-    threshold: Annotated[
-        float | None,
+    threshold: ThresholdOpt = None,
+    top_k: TopKOpt = 0,
+    nms_iou: NmsIouOpt = 0.7,
+    merge: Annotated[
+        MergeChoice,
         typer.Option(
-            "--threshold",
-            "-t",
-            min=0.0,
-            max=1.0,
-            help="Keep boxes scoring at least this. Default: the model's calibrated threshold (vgtool info shows it), else 0.5.",
+            "--merge",
+            help="Merge boxes of different phrases on one object (IoU above --merge-iou), keeping the "
+            "best-scoring one: 'class' among phrases filed under one class ('red car=car', "
+            "'blue car=car'), 'all' whatever their class, 'none' never.",
         ),
-    ] = None,
-    top_k: Annotated[
-        int, typer.Option("--top-k", "-k", min=0, help="At most K boxes per phrase and image; 0 = all.")
-    ] = 0,
-    nms_iou: Annotated[
+    ] = MergeChoice.class_,
+    merge_iou: Annotated[
         float,
         typer.Option(
-            "--nms-iou", min=0.0, max=1.0, help="IoU above which overlapping boxes are merged; 1 = off."
+            "--merge-iou", min=0.0, max=1.0, help="IoU above which --merge treats two boxes as one object."
         ),
-    ] = 0.7,
+    ] = 0.5,
+    categories: Annotated[
+        Path | None,
+        typer.Option(
+            "--categories",
+            help="Use the category ids and names of this file in annotations.json: a COCO file (its "
+            "'categories') or a names list, one per line (ids from 1). Every phrase's class must be "
+            "one of them; categories no phrase uses are listed all the same, so ids match the dataset.",
+        ),
+    ] = None,
     crops: Annotated[
         bool, typer.Option("--crops/--no-crops", help="Write crops/<class>/<image>_<id>.jpg.")
     ] = True,
     overlays: Annotated[
         bool, typer.Option("--overlays/--no-overlays", help="Write overlays/<image>.jpg.")
     ] = True,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Search folders recursively.")] = False,
+    recursive: RecursiveOpt = False,
     ext: Annotated[
         list[str] | None, typer.Option("--ext", help="Image extensions to accept, e.g. --ext jpg --ext png.")
     ] = None,
@@ -86,23 +118,37 @@ def ground_cli(
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Ground phrases in images: write annotations.json (COCO), crops/, overlays/ and run.json.
+    """Ground phrases in images: COCO boxes, crops, overlays.
 
-    Re-running the same command with the same --out resumes an interrupted run.
+    Writes annotations.json (COCO), crops/, overlays/ and run.json to --out. Re-running the same
+    command with the same --out resumes an interrupted run; --resume insists on resuming: it fails
+    if --out holds no run, or one with other model/phrases/postprocess.
 
-    --resume insists on resuming: it fails if --out holds no run, or one with other model/phrases/postprocess.
-    Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error; 130 interrupted.
+    Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error;
+    2 usage error; 130 interrupted.
 
-    Without --model the bundled model runs: it knows only the shapes of `vgtool synth`. For photos,
-    use a zero-shot model from the Hugging Face hub (or its cache, or a save_pretrained folder).
+    Without --model the bundled model runs: it knows only the shapes of `vgtool synth`. For
+    photos, use a zero-shot model from the Hugging Face hub (or its cache, or a save_pretrained
+    folder).
 
+    \b
     Examples:
-
       vgtool ground photos/ -p "red car=car" -p "blue car=car" -p dog --model hf:IDEA-Research/grounding-dino-tiny --out runs/pets
-
-      vgtool ground photos/ -p person --model hf:google/owlv2-base-patch16-ensemble --threshold 0.2
+      vgtool ground photos/ -p person --model hf:google/owlv2-base-patch16-ensemble --conf 0.2
     """
-    from vgtool.errors import Interrupted
+    from vgtool.data.listing import list_images
+    from vgtool.ground.phrases import build_ontology
+
+    # usage errors first, within a fraction of a second: torch is not imported yet
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite cannot be used together")
+    check_device(device)
+    check_file(categories, "--categories")
+    build_ontology(phrase or [], phrases_file or [], categories)
+    check_model(model)
+    check_out_folder(out)
+    entries = list_images(paths, recursive=recursive, extensions=ext or None)
+
     from vgtool.ground.pipeline import GroundConfig, ground
     from vgtool.models.bundled import DEFAULT_MODEL_DOMAIN, SUGGESTED_PHOTO_MODEL, is_default_model
 
@@ -123,6 +169,9 @@ def ground_cli(
         strict=strict,
         compile=compile_model,
         quiet=quiet,
+        merge=merge.value,
+        merge_iou=merge_iou,
+        categories_file=categories,
     )
     if is_default_model(model):
         typer.echo(
@@ -132,7 +181,13 @@ def ground_cli(
         )
     try:
         summary = ground(
-            paths, phrase or [], out_dir=out, model=model, phrase_files=phrases_file or [], config=config
+            paths,
+            phrase or [],
+            out_dir=out,
+            model=model,
+            phrase_files=phrases_file or [],
+            config=config,
+            entries=entries,
         )
     except KeyboardInterrupt:
         raise Interrupted(

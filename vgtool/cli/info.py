@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from vgtool.cli.checks import check_model
+
 
 def info_cli(
     model: Annotated[
@@ -17,11 +19,17 @@ def info_cli(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Print a model's domain, config, parameter counts, metadata and where each part comes from.
+    """Show what a model is made of and where it comes from.
 
+    Prints its domain, config, parameter counts, default threshold, metadata and the source of each
+    part.
+
+    \b
     Example: vgtool info runs/train/best
     """
     import json
+
+    check_model(model, "MODEL")
 
     from vgtool.grounders import load_grounder
 

@@ -12,6 +12,7 @@ from vgtool.cli.convert import convert_cli
 from vgtool.cli.distill import distill_cli
 from vgtool.cli.evaluate import evaluate_cli
 from vgtool.cli.export import export_cli
+from vgtool.cli.export_labels import export_labels_cli
 from vgtool.cli.ground import ground_cli
 from vgtool.cli.info import info_cli
 from vgtool.cli.init import init_cli
@@ -33,6 +34,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: wrapped to the terminal (80 columns in pipes and CI) with nothing cut off, where
+    # rich tables truncate long option help with "..."
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("ground", no_args_is_help=True)(ground_cli)
@@ -45,6 +49,7 @@ app.command("synth", no_args_is_help=True)(synth_cli)
 app.command("bench")(bench_cli)
 app.command("convert", no_args_is_help=True)(convert_cli)
 app.command("export", no_args_is_help=True)(export_cli)
+app.command("export-labels", no_args_is_help=True)(export_labels_cli)
 app.command("distill", no_args_is_help=True)(distill_cli)
 
 
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     from vgtool.errors import Interrupted, VgtoolError
 
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="vgtool", standalone_mode=False)
     except Interrupted as err:
         typer.echo(str(err), err=True)
         sys.exit(err.exit_code)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from vgtool.cli.checks import check_out_folder
 from vgtool.cli.options import OutDirOpt, QuietOpt
 
 
@@ -21,12 +22,16 @@ def synth_cli(
     workers: Annotated[int, typer.Option("--workers", help="Processes; output does not depend on it.")] = 1,
     quiet: QuietOpt = False,
 ) -> None:
-    """Generate a procedural referring-expression dataset (COCO with phrases).
+    """Generate the procedural shapes dataset.
 
-    Writes images, a COCO file per split (80/10/10 unless --split) and scene metadata to --out.
+    A referring-expression dataset (COCO with phrases) of rendered scenes: writes images, a COCO
+    file per split (80/10/10 unless --split) and scene metadata to --out.
 
+    \b
     Example: vgtool synth --out data/synth --n 2000 --seed 0
     """
+    check_out_folder(out)
+
     from tqdm import tqdm
 
     from vgtool.synth import generate_dataset

@@ -1,11 +1,17 @@
 """Read "COCO with phrases": COCO detection JSON whose boxes are tied to phrases.
 
 Standard ``images``, ``categories`` and ``annotations`` (``bbox`` xywh pixels), where an annotation may
-carry a ``phrase`` (and a ``score``). An optional top-level ``phrases`` list,
+carry a phrase and a score: in ``"attributes": {"phrase", "score"}`` (what CVAT and datumaro keep and
+re-export), else as top-level ``phrase``/``score`` (vgtool's own ``annotations.json``); without one the
+category name is the phrase. An optional top-level ``phrases`` list,
 ``{"id", "image_id", "phrase", "annotation_ids", "kind"}`` (and optionally ``"form"``, e.g. ``vgtool
 synth``'s ``attributes``/``superlative``/``relation``), states each phrase explicitly, including
-phrases that name nothing (empty ``annotation_ids``). This is vgtool's own ``annotations.json`` and
-what CVAT / Label Studio COCO exports look like, so predictions and hand labels come back as data.
+phrases that name nothing (empty ``annotation_ids``); datumaro drops it, so its exports hold boxes only.
+
+Layouts: a JSON file; a folder with ``<split>.json``, ``annotations.json`` or one ``.json``; or
+datumaro's (CVAT's) COCO layout ``<root>/annotations/instances_<subset>.json`` with the images in
+``<root>/images/<subset>/``, the subset being the split. A box with a ``rotation`` attribute other
+than 0 is refused: only upright boxes are read.
 """
 
 from __future__ import annotations
@@ -22,10 +28,47 @@ from vgtool.datasets.sample import GroundingSample
 from vgtool.errors import InputError
 
 DEFAULT_NAME = "annotations.json"
+INSTANCES_PREFIX = "instances_"
+
+
+def datumaro_subset(json_path: Path) -> str | None:
+    """``<subset>`` of a ``.../annotations/instances_<subset>.json`` file, else ``None``."""
+    if json_path.parent.name == "annotations" and json_path.name.startswith(INSTANCES_PREFIX):
+        return json_path.stem[len(INSTANCES_PREFIX) :] if json_path.suffix == ".json" else None
+    return None
+
+
+def _datumaro_json(root: Path, split: str | None) -> Path | None:
+    """``<root>/annotations/instances_<split>.json`` (the only one when ``split`` is ``None``), or
+    ``None`` when ``root`` is not in datumaro's layout."""
+    found = sorted((root / "annotations").glob(f"{INSTANCES_PREFIX}*.json"))
+    if not found:
+        return None
+    subsets = ", ".join(str(datumaro_subset(path)) for path in found)
+    if split is not None:
+        wanted = root / "annotations" / f"{INSTANCES_PREFIX}{split}.json"
+        if not wanted.is_file():
+            raise InputError(f"{root}: no annotations/{wanted.name} (subsets here: {subsets})")
+        return wanted
+    if len(found) > 1:
+        raise InputError(f"{root}: several subsets in annotations/ ({subsets}); choose one with a split")
+    return found[0]
+
+
+def default_image_root(json_path: Path) -> Path:
+    """Where ``file_name`` is relative to by default: ``<root>/images/<subset>`` for datumaro's layout
+    (``<root>/<subset>`` when only that exists, as in COCO 2017), else the JSON file's folder."""
+    subset = datumaro_subset(json_path)
+    if subset is None:
+        return json_path.parent
+    root = json_path.parent.parent
+    images = root / "images" / subset
+    return root / subset if not images.is_dir() and (root / subset).is_dir() else images
 
 
 def resolve_coco_json(path: Path, split: str | None) -> Path:
-    """The JSON file to read: ``path`` itself, ``<path>/<split>.json``, or the folder's one JSON file."""
+    """The JSON file to read: ``path`` itself, ``<path>/<split>.json``, the folder's one JSON file,
+    or ``<path>/annotations/instances_<split>.json`` when the folder holds no JSON file of its own."""
     if path.is_file():
         return path
     if not path.is_dir():
@@ -33,9 +76,16 @@ def resolve_coco_json(path: Path, split: str | None) -> Path:
     if split is not None and (path / f"{split}.json").is_file():
         return path / f"{split}.json"
     candidates = [path / DEFAULT_NAME] if (path / DEFAULT_NAME).is_file() else sorted(path.glob("*.json"))
+    if not candidates:
+        datumaro = _datumaro_json(path, split)
+        if datumaro is not None:
+            return datumaro
     if len(candidates) != 1:
         wanted = f"{split}.json or " if split is not None else ""
-        raise InputError(f"{path}: expected {wanted}{DEFAULT_NAME} or a single .json file in this folder")
+        raise InputError(
+            f"{path}: expected {wanted}{DEFAULT_NAME} or a single .json file in this folder, "
+            f"or annotations/{INSTANCES_PREFIX}<subset>.json"
+        )
     return candidates[0]
 
 
@@ -57,6 +107,35 @@ def _read_coco(path: Path) -> dict[str, Any]:
 def _id_key(value: int | str) -> tuple[int, int, str]:
     """Sort ints numerically and before strings."""
     return (0, value, "") if isinstance(value, int) else (1, 0, str(value))
+
+
+def _attributes(ann: dict[str, Any]) -> dict[str, Any]:
+    attributes = ann.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise ValueError(f"annotation {ann.get('id')!r}: 'attributes' is not an object")
+    rotation = attributes.get("rotation") or 0
+    if rotation:
+        raise ValueError(
+            f"annotation {ann.get('id')!r} is rotated by {rotation} degrees; only upright boxes are read"
+        )
+    return attributes
+
+
+def annotation_phrase(ann: dict[str, Any]) -> str | None:
+    """``attributes.phrase``, else the top-level ``phrase``; ``None`` when neither is a non-empty text."""
+    for value in (_attributes(ann).get("phrase"), ann.get("phrase")):
+        if value is not None and str(value).strip():
+            return str(value)
+    return None
+
+
+def annotation_score(ann: dict[str, Any]) -> float | None:
+    """``attributes.score``, else the top-level ``score`` (numbers written as text are read too)."""
+    value = _attributes(ann).get("score", ann.get("score"))
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _boxes_xyxy(anns: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -104,8 +183,9 @@ class _CocoIndex:
         image = self.images[image_id]
         names = {self.category_name(ann) for ann in anns}
         meta = {"annotation_ids": [ann["id"] for ann in anns], **(meta or {})}
-        if any("score" in ann for ann in anns):
-            meta["scores"] = [ann.get("score") for ann in anns]
+        scores = [annotation_score(ann) for ann in anns]
+        if any(score is not None for score in scores):
+            meta["scores"] = scores
         try:
             return GroundingSample(
                 image_path=self.image_root / str(image["file_name"]),
@@ -142,13 +222,14 @@ def _from_phrase_list(index: _CocoIndex, phrases: list[dict[str, Any]]) -> list[
 
 
 def _from_annotations(index: _CocoIndex) -> list[GroundingSample]:
-    """One sample per (image, phrase) group; the phrase is the annotation's, else its category name."""
+    """One sample per (image, phrase) group; the phrase is the annotation's (see
+    :func:`annotation_phrase`), else its category name."""
     groups: dict[tuple[Any, str], list[dict[str, Any]]] = defaultdict(list)
     for ann in index.anns.values():
         index.check_image(ann.get("image_id"), f"annotation {ann.get('id')!r}")
         if ann["image_id"] not in index.images or ann.get("iscrowd", 0):
             continue
-        groups[(ann["image_id"], str(ann.get("phrase") or index.category_name(ann)))].append(ann)
+        groups[(ann["image_id"], annotation_phrase(ann) or index.category_name(ann))].append(ann)
     keys = sorted(groups, key=lambda key: (_id_key(key[0]), key[1]))
     return [
         index.sample(image_id, phrase, groups[(image_id, phrase)], number)
@@ -164,10 +245,12 @@ def load_coco_phrases(
     """Phrase samples from a COCO-with-phrases file.
 
     Args:
-        json_path: the JSON file, or a folder holding ``<split>.json`` or ``annotations.json``.
-        split: which split; picks ``<split>.json`` in a folder, and keeps only images whose ``split``
-            field equals it when images carry one.
-        image_root: the folder ``file_name`` is relative to; defaults to the JSON file's folder.
+        json_path: the JSON file, or a folder holding ``<split>.json``, ``annotations.json`` or
+            ``annotations/instances_<split>.json`` (see :func:`resolve_coco_json`).
+        split: which split; picks ``<split>.json`` or ``instances_<split>.json`` in a folder, and keeps
+            only images whose ``split`` field equals it when images carry one.
+        image_root: the folder ``file_name`` is relative to; defaults to ``<root>/images/<split>`` for
+            datumaro's layout, else the JSON file's folder.
 
     Returns:
         Samples sorted by image id, then phrase. With a ``phrases`` list: one per entry, ``sample_id``
@@ -178,8 +261,11 @@ def load_coco_phrases(
     """
     path = resolve_coco_json(Path(json_path), split)
     coco = _read_coco(path)
-    index = _CocoIndex(coco, path, Path(image_root) if image_root is not None else path.parent, split)
-    if split is not None and Path(json_path).is_dir() and path.stem != split and not index.split_filtered:
+    index = _CocoIndex(
+        coco, path, Path(image_root) if image_root is not None else default_image_root(path), split
+    )
+    chosen_by_name = split in (path.stem, datumaro_subset(path))
+    if split is not None and Path(json_path).is_dir() and not chosen_by_name and not index.split_filtered:
         raise InputError(f"{json_path}: no {split}.json here, and the images of {path.name} carry no 'split'")
     try:
         if coco.get("phrases") is not None:
@@ -187,3 +273,5 @@ def load_coco_phrases(
         return _from_annotations(index)
     except (KeyError, TypeError) as err:
         raise InputError(f"{path}: not a COCO-with-phrases file: missing or bad field {err}") from None
+    except ValueError as err:  # bad or rotated attributes
+        raise InputError(f"{path}: {err}") from None

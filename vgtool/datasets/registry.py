@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from vgtool.datasets.coco_phrases import load_coco_phrases
+from vgtool.datasets.coco_phrases import INSTANCES_PREFIX, load_coco_phrases
 from vgtool.datasets.flickr30k import load_flickr30k
+from vgtool.datasets.labelstudio import load_labelstudio, looks_like_labelstudio
 from vgtool.datasets.odvg import load_odvg
 from vgtool.datasets.refcoco_parquet import load_refcoco_parquet
 from vgtool.datasets.refer import load_refer
 from vgtool.datasets.sample import GroundingSample
 from vgtool.errors import ConfigError, InputError
 
-DataFormat = Literal["auto", "coco", "refer", "refcoco-parquet", "flickr30k", "odvg"]
+DataFormat = Literal["auto", "coco", "refer", "refcoco-parquet", "flickr30k", "odvg", "labelstudio"]
+DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
+"""Every value ``data.format`` (and ``--format``) takes, ``auto`` first."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ _READERS: dict[str, Callable[[DataConfig], list[GroundingSample]]] = {
     "refcoco-parquet": lambda config: load_refcoco_parquet(config.path, config.split, config.image_root),
     "flickr30k": lambda config: load_flickr30k(config.path, config.split, config.image_root),
     "odvg": lambda config: load_odvg(config.path, config.image_root),
+    "labelstudio": lambda config: load_labelstudio(config.path, config.split, config.image_root),
 }
 
 
@@ -57,8 +61,11 @@ def detect_format(path: str | Path) -> str:
     """Guess a dataset's format from its path.
 
     Rules, in order: a folder with ``refs(*).p`` (or such a file) is ``refer``; ``*.jsonl`` is
-    ``odvg``; a folder with ``Sentences/`` and ``Annotations/`` is ``flickr30k``; ``*.parquet`` or a
-    folder holding any is ``refcoco-parquet``; ``*.json`` or a folder holding any is ``coco``.
+    ``odvg``; a folder with ``Sentences/`` and ``Annotations/`` is ``flickr30k``; a folder with
+    ``annotations/instances_*.json`` (datumaro's layout) is ``coco``; ``*.parquet`` or a folder holding
+    any is ``refcoco-parquet``; a ``*.json`` whose top level is a list of Label Studio tasks, or a
+    folder whose ``.json`` files all are, is ``labelstudio`` (judged from the first task); any other
+    ``*.json`` or a folder holding one is ``coco``.
 
     Raises:
         InputError: the path does not exist.
@@ -69,6 +76,8 @@ def detect_format(path: str | Path) -> str:
         raise InputError(f"{path}: no such dataset file or folder")
     if path.is_file():
         by_suffix = {".jsonl": "odvg", ".parquet": "refcoco-parquet", ".json": "coco", ".p": "refer"}
+        if path.suffix.lower() == ".json" and looks_like_labelstudio(path):
+            return "labelstudio"
         if path.suffix.lower() in by_suffix and (path.suffix != ".p" or path.name.startswith("refs(")):
             return by_suffix[path.suffix.lower()]
     else:
@@ -76,10 +85,13 @@ def detect_format(path: str | Path) -> str:
             return "refer"
         if (path / "Sentences").is_dir() and (path / "Annotations").is_dir():
             return "flickr30k"
+        if any((path / "annotations").glob(f"{INSTANCES_PREFIX}*.json")):
+            return "coco"
         if any(path.rglob("*.parquet")):
             return "refcoco-parquet"
-        if any(path.glob("*.json")):
-            return "coco"
+        json_files = sorted(path.glob("*.json"))
+        if json_files:
+            return "labelstudio" if all(looks_like_labelstudio(file) for file in json_files) else "coco"
     raise ConfigError(
         f"{path}: cannot tell the dataset format; set data.format to one of {', '.join(_READERS)}"
     )
