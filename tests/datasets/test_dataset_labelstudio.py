@@ -294,3 +294,25 @@ def test_a_box_outside_its_image_is_dropped_with_a_warning(
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}: dropped 1 boxes that lie outside their image"
     ]
+
+
+def test_an_export_from_a_real_label_studio_server(tmp_path):
+    """``labelstudio_server_export.json``: Label Studio 1.23.2's JSON export of vgtool tasks (made by
+    scripts/check_label_studio.py), after an annotator moved the square, edited its phrase and
+    deleted the "rightmost shape" box of the one annotated task; the three others are unannotated."""
+    from vgtool.datasets.labelstudio import load_labelstudio
+
+    export = Path(__file__).parents[1] / "fixtures" / "labelstudio_server_export.json"
+    samples = load_labelstudio(export, None, tmp_path)
+    assert {s.image_path for s in samples} == {tmp_path / "shapes_1.jpg.png"}
+    boxes = {s.phrase: s.boxes_xyxy.tolist() for s in samples}
+    assert boxes["the square (edited)"] == [pytest.approx([23.16, 106.35, 48.32, 131.66], abs=0.01)]  # moved
+    assert boxes["the circle"] == [pytest.approx([80.18, 8.02, 131.05, 59.03], abs=0.01)]
+    assert boxes["the rightmost shape"] == [] and boxes["the square"] == []  # deleted / renamed
+    assert {s.phrase for s in samples if len(s.boxes_xyxy) == 0} == {
+        "all crosses",
+        "all stars",
+        "all triangles",
+        "the rightmost shape",
+        "the square",
+    }
