@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vgtool.cli.checks import check_device, check_model, check_out_folder, check_path
+from vgtool.cli.checks import check_device, check_folder, check_model, check_out_folder, check_path
 from vgtool.cli.options import (
     OUT_FLAGS,
     THRESHOLD_FLAGS,
@@ -30,6 +30,8 @@ TABLE_COLUMNS = (
     ("mAP75", "map75"),
     ("no-obj FP", "no_object_fp_rate"),
 )
+# Shown when the metrics hold it (``--crop-similarity``).
+CROP_SIMILARITY_COLUMN = ("crop sim", "crop_similarity")
 
 
 class DataFormatChoice(str, Enum):
@@ -50,10 +52,13 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         *sorted(metrics["by_kind"].items()),
         *sorted(metrics.get("by_form", {}).items()),
     ]
-    lines = [["", *(title for title, _ in TABLE_COLUMNS)]]
+    columns = TABLE_COLUMNS
+    if CROP_SIMILARITY_COLUMN[1] in metrics["overall"]:
+        columns = (*columns, CROP_SIMILARITY_COLUMN)
+    lines = [["", *(title for title, _ in columns)]]
     for name, values in rows:
         cells = [name]
-        for _, key in TABLE_COLUMNS:
+        for _, key in columns:
             value = values.get(key)
             cells.append("-" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}")
         lines.append(cells)
@@ -115,6 +120,16 @@ def evaluate_cli(
     plots: Annotated[
         bool, typer.Option("--plots/--no-plots", help="Draw the IoU histogram and best/worst examples.")
     ] = True,
+    crop_similarity: Annotated[
+        str | None,
+        typer.Option(
+            "--crop-similarity",
+            metavar="MODEL",
+            help="Also score how alike the top predicted and the true crop look: cosine similarity of "
+            "their image embeddings by this CLIP-family model (hf:openai/clip-vit-base-patch32, or a "
+            "save_pretrained folder), for phrases with one box. Off by default.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a model or a predictions file on labelled data.
@@ -122,7 +137,8 @@ def evaluate_cli(
     Evaluates grounding on a labelled dataset: a model, or a COCO predictions file from any tool.
     Writes metrics.json (overall and per phrase kind), iou_histogram.png and examples_best_worst.png.
     For a model also predictions.json, which --predictions scores to the same numbers.
-    Metrics: accuracy@0.5/0.75 and mIoU of the top box, mAP, and the no-object false-positive rate.
+    Metrics: accuracy@0.5/0.75 and mIoU of the top box, mAP, and the no-object false-positive rate;
+    with --crop-similarity, the CLIP similarity of the top box's crop to the true one.
 
     \b
     Example: vgtool evaluate --model runs/train/best --data data/synth --split test --out runs/eval
@@ -133,6 +149,8 @@ def evaluate_cli(
     check_path(data, "--data", "dataset file or folder")
     check_path(image_root, "--image-root", "image folder")
     check_model(model)
+    if crop_similarity is not None and not crop_similarity.startswith("hf:"):
+        check_folder(crop_similarity, "--crop-similarity", "model folder (name hub models hf:org/name)")
     check_out_folder(out)
 
     from vgtool.datasets import DataConfig
@@ -148,6 +166,7 @@ def evaluate_cli(
         num_workers=workers,
         plots=plots,
         quiet=quiet,
+        crop_similarity=crop_similarity,
     )
     if predictions is not None:
         metrics = evaluate_predictions(predictions=predictions, data=data_config, out_dir=out, config=config)

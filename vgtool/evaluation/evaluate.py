@@ -12,6 +12,9 @@ What is scored, per sample (one phrase in one image):
   those scoring at least ``map_min_score``, each sample its own image; ``no_object_fp_rate`` is the
   fraction of phrases without a ground-truth box that get one scoring at least ``threshold`` (and
   ``no_object_mean_false_boxes`` the mean number of such boxes).
+- ``crop_similarity`` (with ``EvalConfig.crop_similarity``): the mean cosine similarity of the
+  top-1 predicted crop and the true crop in a CLIP-family model's image embedding space, over the
+  phrases with exactly one box (``n_crop_similarity``); see :mod:`vgtool.evaluation.crop_similarity`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from vgtool.box_ops import nms
 from vgtool.checkpoint import FALLBACK_THRESHOLD
 from vgtool.datasets import DataConfig, GroundingSample, load_samples
 from vgtool.errors import InputError
+from vgtool.evaluation.crop_similarity import CropEmbedder, crop_similarities, mean_similarity
 from vgtool.evaluation.metrics import (
     coco_map,
     grounding_accuracy,
@@ -59,6 +63,8 @@ class EvalConfig:
         num_workers: processes decoding images.
         plots: draw ``iou_histogram.png`` and ``examples_best_worst.png``.
         quiet: no progress bar.
+        crop_similarity: a CLIP-family model (``hf:<hub id>`` or a ``save_pretrained`` folder) to
+            score crop similarity with; None skips that metric.
     """
 
     threshold: float | None = None
@@ -70,6 +76,7 @@ class EvalConfig:
     num_workers: int = 0
     plots: bool = True
     quiet: bool = False
+    crop_similarity: str | None = None
 
 
 def sample_kind(sample: GroundingSample) -> str:
@@ -108,6 +115,7 @@ def _group_metrics(
     ious: np.ndarray,
     indices: list[int],
     config: EvalConfig,
+    crop_similarities: np.ndarray | None = None,
 ) -> dict[str, Any]:
     with_boxes = [i for i in indices if len(samples[i].boxes_xyxy)]
     no_object = [i for i in indices if not len(samples[i].boxes_xyxy)]
@@ -122,7 +130,7 @@ def _group_metrics(
             if keep.any():
                 scored.append((i, 0, boxes_xyxy[keep], scores[keep]))
         maps = coco_map([(i, 0, samples[i].boxes_xyxy) for i in indices], scored)
-    return {
+    table = {
         "acc@0.5": _finite(accuracy["acc@0.5"]),
         "acc@0.75": _finite(accuracy["acc@0.75"]),
         "miou": _finite(accuracy["miou"]),
@@ -134,12 +142,24 @@ def _group_metrics(
         "n_no_object": len(no_object),
         "n_without_prediction": sum(len(predictions[i][1]) == 0 for i in indices),
     }
+    if crop_similarities is not None:
+        mean, count = mean_similarity(crop_similarities[indices])
+        table.update(crop_similarity=_finite(mean), n_crop_similarity=count)
+    return table
 
 
 def score_predictions(
-    samples: Sequence[GroundingSample], predictions: Sequence[Prediction], *, config: EvalConfig
+    samples: Sequence[GroundingSample],
+    predictions: Sequence[Prediction],
+    *,
+    config: EvalConfig,
+    crop_similarities: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """All metrics of ``predictions`` (one per sample, in order) against ``samples``.
+
+    ``crop_similarities`` (per sample, NaN where not scored; see
+    :func:`~vgtool.evaluation.crop_similarity.crop_similarities`) adds ``crop_similarity`` and
+    ``n_crop_similarity`` to every table.
 
     Returns:
         ``overall`` and ``by_kind`` metric tables (rates are null where nothing is measured),
@@ -166,13 +186,19 @@ def score_predictions(
             forms[f"{sample_kind(sample)}/{sample.meta['form']}"].append(i)
     counts, edges = iou_histogram(ious, bins=HISTOGRAM_BINS)
     return {
-        "overall": _group_metrics(samples, predictions, detections, ious, list(range(len(samples))), config),
+        "overall": _group_metrics(
+            samples, predictions, detections, ious, list(range(len(samples))), config, crop_similarities
+        ),
         "by_kind": {
-            kind: _group_metrics(samples, predictions, detections, ious, kinds[kind], config)
+            kind: _group_metrics(
+                samples, predictions, detections, ious, kinds[kind], config, crop_similarities
+            )
             for kind in sorted(kinds)
         },
         "by_form": {
-            group: _group_metrics(samples, predictions, detections, ious, forms[group], config)
+            group: _group_metrics(
+                samples, predictions, detections, ious, forms[group], config, crop_similarities
+            )
             for group in sorted(forms)
         },
         "iou_histogram": {"counts": counts.tolist(), "edges": [round(float(e), 6) for e in edges]},
@@ -241,6 +267,30 @@ def _write_report(
     plot_best_worst(out_dir / "examples_best_worst.png", samples, predictions, ious)
 
 
+def _load_crop_embedder(config: EvalConfig) -> CropEmbedder | None:
+    """The crop-similarity model, loaded before any other work so a model not at hand fails fast."""
+    if config.crop_similarity is None:
+        return None
+    return CropEmbedder.load(config.crop_similarity, device=config.device)
+
+
+def _score(
+    samples: Sequence[GroundingSample],
+    predictions: Sequence[Prediction],
+    config: EvalConfig,
+    embedder: CropEmbedder | None,
+) -> dict[str, Any]:
+    """:func:`score_predictions`, with crop similarity when there is an ``embedder``."""
+    if embedder is None:
+        return score_predictions(samples, predictions, config=config)
+    similarities = crop_similarities(
+        samples, predictions, embedder, batch_size=config.batch_size, progress=not config.quiet
+    )
+    metrics = score_predictions(samples, predictions, config=config, crop_similarities=similarities)
+    metrics["settings"]["crop_similarity_model"] = embedder.identity()
+    return metrics
+
+
 def _load_samples(data: DataConfig) -> list[GroundingSample]:
     samples = load_samples(data)
     if not samples:
@@ -275,6 +325,7 @@ def evaluate_model(
     from vgtool.grounders import load_grounder
 
     config = config or EvalConfig()
+    embedder = _load_crop_embedder(config)
     samples = _load_samples(data)
     grounder = load_grounder(model, device=config.device, bf16=config.bf16)
     if config.threshold is None:
@@ -286,7 +337,7 @@ def evaluate_model(
         progress=not config.quiet,
         num_workers=config.num_workers,
     )
-    metrics = score_predictions(samples, predictions, config=config)
+    metrics = _score(samples, predictions, config, embedder)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(
@@ -325,7 +376,8 @@ def evaluate_predictions(
         predictions: the predictions file.
         data: the dataset.
         out_dir: created if needed.
-        config: evaluation settings (``batch_size``, ``device`` and ``bf16`` are unused).
+        config: evaluation settings (``bf16`` is unused; ``batch_size`` and ``device`` serve only
+            crop similarity).
 
     Returns:
         The metrics, as written to ``metrics.json``.
@@ -333,9 +385,10 @@ def evaluate_predictions(
     config = config or EvalConfig()
     if config.threshold is None:
         config = replace(config, threshold=FALLBACK_THRESHOLD)
+    embedder = _load_crop_embedder(config)
     samples = _load_samples(data)
     per_sample, counts = load_prediction_file(Path(predictions), samples, data)
-    metrics = score_predictions(samples, per_sample, config=config)
+    metrics = _score(samples, per_sample, config, embedder)
     metrics["matching"] = counts
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
