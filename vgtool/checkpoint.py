@@ -19,11 +19,11 @@ import torch
 
 from vgtool import __version__
 from vgtool.atomic import write_bytes_atomic
-from vgtool.config import from_dict, non_default_fields, to_dict
+from vgtool.config import from_dict, non_default_fields
 from vgtool.errors import CheckpointError, ConfigError
-from vgtool.models.config import ModelConfig, drop_retired_fields
+from vgtool.models.build import build_model
+from vgtool.models.config import ModelConfig, drop_retired_fields, model_config_dict
 from vgtool.models.presets import config_from_preset
-from vgtool.models.vlgtr import build_model
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -47,7 +47,8 @@ def config_hash(config: ModelConfig) -> str:
     """A short stable hash of the model config (for run manifests and output-folder checks).
 
     Fields at their default value are left out, so options added later (with a default that keeps
-    the old behaviour) do not change the hash of existing checkpoints.
+    the old behaviour) do not change the hash of existing checkpoints; so are the head sections of
+    the other model families, which a config leaves at their defaults.
     """
     text = json.dumps(non_default_fields(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -64,11 +65,11 @@ def model_fingerprint(directory: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_threshold(directory: str | Path) -> float:
+def model_threshold(directory: str | Path, fallback: float = FALLBACK_THRESHOLD) -> float:
     """The default score threshold stored in a checkpoint (``meta.postprocess.threshold``, chosen by
-    ``vgtool export --calibrate``), or :data:`FALLBACK_THRESHOLD`."""
+    ``vgtool export --calibrate``), or ``fallback`` (:data:`FALLBACK_THRESHOLD` unless given)."""
     value = (model_postprocess(directory) or {}).get("threshold")
-    return float(value) if isinstance(value, int | float) else FALLBACK_THRESHOLD
+    return float(value) if isinstance(value, int | float) else fallback
 
 
 def model_postprocess(directory: str | Path) -> dict[str, Any] | None:
@@ -93,7 +94,8 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write ``model`` (a VLGTR) to ``directory``, each file atomically, the config last.
+    """Write ``model`` (a :class:`~vgtool.models.base.GroundingModel`) to ``directory``, each file
+    atomically, the config last.
 
     Args:
         model: the model; its ``config`` decides which parts are referenced.
@@ -125,7 +127,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "vgtool_version": __version__,
-        "model": to_dict(config),
+        "model": model_config_dict(config),
         "referenced": {part: getattr(config, part).name for part in referenced_parts(config)},
         "meta": extra or {},
     }
@@ -206,7 +208,7 @@ def check_state_dict_keys(
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a VLGTR from a checkpoint folder, strictly.
+    """Rebuild a model (of the family its config names) from a checkpoint folder, strictly.
 
     Raises:
         CheckpointError: naming the file and the problem (missing, corrupt, wrong keys or shapes).

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,16 +145,30 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     result = json.loads(json.dumps(data))
     for text in overrides:
         path, value = parse_override(text)
-        node = result
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_value(result, path, value, f"override {text!r}")
     return result
+
+
+def set_value(data: dict[str, Any], path: Sequence[str], value: Any, what: str) -> None:
+    """Set the leaf at ``path`` of ``data`` in place, creating missing sections. A number indexes a
+    list the recipe holds (``stages.1.lr``). ``what`` names the setting in errors."""
+    node: Any = data
+    for i, part in enumerate(path):
+        key: str | int = part
+        if isinstance(node, list):
+            if not (part.isdigit() and int(part) < len(node)):
+                where = ".".join(path[:i])
+                raise ConfigError(f"{what}: {where} has {len(node)} entries, numbered from 0; not {part!r}")
+            key = int(part)
+        if i == len(path) - 1:
+            node[key] = value
+            return
+        child = node[key] if isinstance(node, list) else node.get(part)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict | list):
+            raise ConfigError(f"{what}: {part} is not a section")
+        node = child
 
 
 def load_mapping(path: str | Path) -> dict[str, Any]:

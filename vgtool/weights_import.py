@@ -54,8 +54,8 @@ def import_torch_weights(
 ) -> Path:
     """Build ``preset`` (with overrides), load ``weights`` into it strictly, save a checkpoint to ``out``."""
     from vgtool.checkpoint import check_state_dict_keys, save_checkpoint
+    from vgtool.models.build import build_model
     from vgtool.models.presets import config_from_preset
-    from vgtool.models.vlgtr import build_model
 
     state = read_torch_state_dict(weights)
     config = config_from_preset(preset, overrides)

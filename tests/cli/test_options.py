@@ -126,6 +126,7 @@ def test_an_alias_sets_the_same_value():
         ("ground", "runs/ground"),
         ("train", "runs/train"),
         ("finetune", "runs/finetune"),
+        ("tune", "runs/tune"),
         ("evaluate", "runs/evaluate"),
         ("distill", "runs/distill"),
         ("bench", "runs/bench"),

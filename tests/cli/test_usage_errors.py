@@ -72,6 +72,12 @@ CASES = [
     (["finetune", "-m", "default", "-d", "/no/data"], 1, "no such dataset file or folder (--data)"),
     (["finetune", "-m", "default", "-d", "{images}", "--val", "/no/val"], 1, "(--val)"),
     (["finetune", "-m", "default", "-d", "{images}", "--recalibrate"], 2, "needs validation data"),
+    (["tune", "--recipe", "/no/recipe.yaml", "--space", "{file}"], 1, "no such recipe file (--recipe)"),
+    (
+        ["tune", "--recipe", "{recipe}", "--set", "data.train.path={images}", "--space", "{names}"],
+        1,
+        "names.txt: expected a mapping at the top level",
+    ),
     (
         ["distill", "--teacher", "default", "-i", "/no/images", "-p", "dog"],
         1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -272,21 +273,29 @@ def test_unwritable_output_fails_early(synth_data, tmp_path):
         train(_recipe(synth_data), blocker / "run", quiet=True)
 
 
+RECIPES_DIR = Path(__file__).parents[2] / "train"
+
+
 @pytest.mark.parametrize(
-    "name",
-    [
-        "vlgtr_flickr30k.yaml",
-        "vlgtr_refcoco.yaml",
-        "tiny_synth.yaml",
-        "vlgtr_synth_default.yaml",
-        "vlgtr_synth_default_restart.yaml",
-    ],
+    "name", sorted(p.name for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("tune_space"))
 )
 def test_committed_recipes_parse(name):
-    from pathlib import Path
 
-    recipe = load_recipe(Path(__file__).parents[2] / "train" / name, ["batch_size=2"])
+    recipe = load_recipe(RECIPES_DIR / name, ["batch_size=2"])
     assert recipe.batch_size == 2 and recipe.stages
+
+
+def test_the_heads_benchmark_recipes_differ_only_in_the_head():
+    """train/heads_synth_*.yaml: one data set, backbone, text encoder, schedule; three heads."""
+    recipes = {
+        h: load_recipe(RECIPES_DIR / f"heads_synth_{h}.yaml") for h in ("vlgtr", "textquery", "fusion")
+    }
+    assert {h: r.model.architecture for h, r in recipes.items()} == {h: h for h in recipes}
+    first = recipes["vlgtr"]
+    for recipe in recipes.values():
+        assert recipe.model.vision == first.model.vision and recipe.model.text == first.model.text
+        assert recipe.data == first.data and recipe.stages == first.stages
+        assert (recipe.batch_size, recipe.amp, recipe.seed) == (first.batch_size, first.amp, first.seed)
 
 
 def test_seed_recipes_follow_the_two_stage_design():

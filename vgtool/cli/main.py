@@ -18,6 +18,7 @@ from vgtool.cli.info import info_cli
 from vgtool.cli.init import init_cli
 from vgtool.cli.synth import synth_cli
 from vgtool.cli.train import finetune_cli, train_cli
+from vgtool.cli.tune import tune_cli
 
 INTERRUPTED = 130
 INTERRUPTED_MESSAGE = (
@@ -44,6 +45,7 @@ app.command("info", no_args_is_help=True)(info_cli)
 app.command("init", no_args_is_help=True)(init_cli)
 app.command("train", no_args_is_help=True)(train_cli)
 app.command("finetune", no_args_is_help=True)(finetune_cli)
+app.command("tune", no_args_is_help=True)(tune_cli)
 app.command("evaluate", no_args_is_help=True)(evaluate_cli)
 app.command("synth", no_args_is_help=True)(synth_cli)
 app.command("bench")(bench_cli)

@@ -70,7 +70,7 @@ ThresholdOpt = Annotated[
         min=0.0,
         max=1.0,
         help="Keep boxes scoring at least this. Default: the model's calibrated threshold "
-        "(vgtool info shows it), else 0.5.",
+        "(vgtool info shows it), else 0.5 (0 for single-box models, which keep their one box).",
     ),
 ]
 TopKOpt = Annotated[

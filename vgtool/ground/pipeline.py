@@ -41,7 +41,8 @@ class GroundConfig:
 
     Attributes:
         threshold, top_k, nms_iou: see :class:`PostProcessConfig`; threshold None uses the model's
-            default (its calibrated ``meta.postprocess.threshold``; 0.5 if it has none).
+            default (its calibrated ``meta.postprocess.threshold``; if it has none, 0.5, or 0 for
+            a single-box model, whose one box per phrase is then always kept).
         batch_size: images per model call; 0 picks one for the device.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         num_workers: DataLoader worker processes for decoding; -1 picks a number.

@@ -22,6 +22,8 @@ from vgtool.models.bundled import resolve_model_path
 # vgtool checkpoint architecture -> "module:class" of its Grounder; a new family is one line here.
 FAMILIES: dict[str, str] = {
     "vlgtr": "vgtool.grounders.vlgtr:VLGTRGrounder",
+    "textquery": "vgtool.grounders.vlgtr:VLGTRGrounder",
+    "fusion": "vgtool.grounders.vlgtr:VLGTRGrounder",
 }
 # Hugging Face config model_type -> "module:class" of its Grounder.
 HF_FAMILIES: dict[str, str] = {

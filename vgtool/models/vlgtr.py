@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vgtool.models.base import GroundingModel, Outputs, pair_indices
 from vgtool.models.config import NO_OBJECT, OBJECT, ModelConfig
 from vgtool.models.decoder import Decoder
 from vgtool.models.memory import ImageMemory, TextMemory
@@ -27,18 +28,16 @@ from vgtool.models.vision import VisionBackbone
 
 __all__ = ["NO_OBJECT", "OBJECT", "VLGTR", "ImageMemory", "TextMemory", "build_model"]
 
-Outputs = dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]  # see VLGTR.decode
 
+class VLGTR(GroundingModel):
+    """The grounding model. See the module docstring for the data flow; the encoders, freezing and
+    ``forward`` are :class:`~vgtool.models.base.GroundingModel`'s."""
 
-class VLGTR(nn.Module):
-    """The grounding model. See the module docstring for the data flow."""
+    head_parts = "projections, proposals, queries, decoder, heads"
 
     def __init__(self, config: ModelConfig, vision: VisionBackbone, text: TextEncoder):
-        super().__init__()
+        super().__init__(config, vision, text)
         d = config.decoder.d_model
-        self.config = config
-        self.vision = vision
-        self.text = text
         self.image_proj = nn.Sequential(nn.Linear(vision.embed_dim, d), nn.LayerNorm(d))
         self.text_proj = nn.Sequential(nn.Linear(text.embed_dim, d), nn.LayerNorm(d))
         self.text_type = nn.Parameter(torch.zeros(d))
@@ -53,69 +52,14 @@ class VLGTR(nn.Module):
             self.ref_embed = BoxPositionEmbedding(d)
             nn.init.zeros_(self.box_head.layers[-1].weight)  # refinement starts at the proposals
             nn.init.zeros_(self.box_head.layers[-1].bias)
-        self.channels_last = False  # see use_channels_last
-        self.set_frozen(vision=config.vision.frozen, text=config.text.frozen)
 
-    # ---- freezing -------------------------------------------------------------------------------
-    def set_frozen(self, *, vision: bool, text: bool) -> None:
-        """Freeze or unfreeze the backbones (frozen parts also stay in eval mode)."""
-        self.vision_frozen, self.text_frozen = vision, text
-        self.vision.requires_grad_(not vision)
-        self.text.requires_grad_(not text)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> VLGTR:
-        super().train(mode)
-        if getattr(self, "vision_frozen", False):
-            self.vision.eval()
-        if getattr(self, "text_frozen", False):
-            self.text.eval()
-        return self
-
-    def use_channels_last(self) -> None:
-        """Keep the vision backbone's weights channels-last and feed it channels-last images, whoever
-        calls :meth:`encode_image_features` (faster where
-        :func:`vgtool.models.memory_format.prefers_channels_last` says so)."""
-        self.channels_last = True
-        self.vision.to(memory_format=torch.channels_last)
-
-    # ---- encoders -------------------------------------------------------------------------------
-    def encode_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Run the vision backbone alone (cacheable when it is frozen).
-
-        Args:
-            pixel_values: ``[B, 3, S, S]``, normalised with the backbone's mean/std.
-
-        Returns:
-            ``[B, C, h, w]`` backbone features.
-        """
-        if self.channels_last:
-            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_frozen):
-            return self.vision(pixel_values)
-
+    # ---- projections ----------------------------------------------------------------------------
     def project_image(self, features: torch.Tensor) -> ImageMemory:
         """``[B, C, h, w]`` backbone features -> :class:`ImageMemory`."""
         _, _, height, width = features.shape
         tokens = self.image_proj(features.flatten(2).transpose(1, 2))  # [B, h*w, D]
         pos = sine_position_2d(height, width, tokens.shape[-1], device=tokens.device, dtype=tokens.dtype)
         return ImageMemory(tokens=tokens, keys=tokens + pos, grid=(height, width))
-
-    def encode_image(self, pixel_values: torch.Tensor) -> ImageMemory:
-        return self.project_image(self.encode_image_features(pixel_values))
-
-    def encode_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Run the text encoder alone (cacheable per phrase when it is frozen).
-
-        Args:
-            input_ids: ``[P, T]``.
-            attention_mask: ``[P, T]``, 1 for real tokens.
-
-        Returns:
-            ``[P, T, C]`` encoder features.
-        """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.text_frozen):
-            return self.text(input_ids, attention_mask)
 
     def project_text(self, features: torch.Tensor, attention_mask: torch.Tensor) -> TextMemory:
         """``[P, T, C]`` encoder features and ``[P, T]`` mask -> :class:`TextMemory`."""
@@ -124,10 +68,6 @@ class VLGTR(nn.Module):
         weights = valid.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
         return TextMemory(tokens=tokens, keys=tokens + self.text_type, valid=valid, pooled=pooled)
-
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextMemory:
-        """Encode tokenised phrases (``[P, T]`` ids and mask)."""
-        return self.project_text(self.encode_text_features(input_ids, attention_mask), attention_mask)
 
     # ---- decoding -------------------------------------------------------------------------------
     def decode(
@@ -150,14 +90,7 @@ class VLGTR(nn.Module):
             ``pred_boxes``: ``[K, Q, 4]`` cxcywh, normalised to [0, 1] of the image.
             ``aux_outputs``: one dict with those two keys per earlier decoder layer.
         """
-        if image_index is None:
-            if image.tokens.shape[0] != text.tokens.shape[0]:
-                raise ValueError(
-                    f"{image.tokens.shape[0]} images and {text.tokens.shape[0]} phrases: pass image_index/text_index"
-                )
-            image_index = torch.arange(image.tokens.shape[0], device=image.tokens.device)
-        if text_index is None:
-            text_index = image_index
+        image_index, text_index = pair_indices(image, text, image_index, text_index)
         if self.config.decoder.query_selection:
             return self._decode_selected(image, text, image_index, text_index)
         num_queries = self.query_pos.num_embeddings
@@ -211,39 +144,10 @@ class VLGTR(nn.Module):
             out["enc_outputs"] = {"pred_logits": chosen.token_logits, "pred_boxes": chosen.token_boxes}
         return out
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None,
-        input_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor,
-        *,
-        image_features: torch.Tensor | None = None,
-        text_features: torch.Tensor | None = None,
-        image_index: torch.Tensor | None = None,
-    ) -> Outputs:
-        """Ground phrase i in image i (or in image ``image_index[i]``).
-
-        Args:
-            pixel_values: ``[M, 3, S, S]`` normalised images (None when ``image_features`` is given).
-            input_ids: ``[B, T]`` token ids (None when ``text_features`` is given).
-            attention_mask: ``[B, T]``, 1 for real tokens.
-            image_features: ``[M, C, h, w]`` cached backbone output, instead of ``pixel_values``.
-            text_features: ``[B, T, C]`` cached text-encoder output, instead of ``input_ids``.
-            image_index: ``[B]`` the image of each phrase, so images shared by several phrases
-                are encoded once; None means ``arange(B)`` (M == B).
-
-        Returns:
-            See :meth:`decode`.
-        """
-        if image_features is None:
-            image_features = self.encode_image_features(pixel_values)
-        if text_features is None:
-            text_features = self.encode_text_features(input_ids, attention_mask)
-        text_index = None
-        if image_index is not None:
-            text_index = torch.arange(attention_mask.shape[0], device=attention_mask.device)
-        image, text = self.project_image(image_features), self.project_text(text_features, attention_mask)
-        return self.decode(image, text, image_index, text_index)
+    def decode_bytes_per_pair(self, num_image_tokens: int) -> int:
+        """The proposal features over every token and the queries' states."""
+        decoder = self.config.decoder
+        return 8 * num_image_tokens * decoder.d_model * 4 + 4 * decoder.num_queries * decoder.ffn_dim * 4
 
 
 def _outputs(logits: torch.Tensor, boxes: torch.Tensor) -> Outputs:

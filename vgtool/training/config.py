@@ -14,6 +14,7 @@ from vgtool.models.config import ModelConfig
 from vgtool.models.presets import get_preset
 from vgtool.training.augment import AugmentConfig
 from vgtool.training.criterion import LossConfig
+from vgtool.training.single_box_criterion import SingleBoxLossConfig
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class RecipeConfig:
     Attributes:
         model: the architecture (from ``model.preset`` plus overrides in the recipe file).
         init_from: start from this checkpoint's weights (fine-tuning) instead of a fresh model.
+        loss: the loss of VL-GTR (set prediction).
+        single_box_loss: the loss of the single-box families (``textquery``, ``fusion``).
         optimizer: AdamW (the seed's), or plain SGD (useful to compare runs step by step).
         batch_size: samples per process and step (the global batch is this times the process count).
         amp: ``bf16`` autocast, or ``none``; ``auto`` means bf16 on CUDA and none on CPU. On a CPU
@@ -77,6 +80,7 @@ class RecipeConfig:
     init_from: str | None = None
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    single_box_loss: SingleBoxLossConfig = field(default_factory=SingleBoxLossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(),)
     batch_size: int = 16

@@ -425,7 +425,7 @@ def init_from_teacher(
     import torch
 
     from vgtool.checkpoint import load_checkpoint, save_checkpoint
-    from vgtool.models.vlgtr import build_model
+    from vgtool.models.build import build_model
 
     given = load_checkpoint(teacher).state_dict()
     torch.manual_seed(seed)

@@ -16,8 +16,7 @@ from vgtool.config import to_dict
 from vgtool.data.preprocess import PreprocessConfig, normalize
 from vgtool.device import autocast
 from vgtool.errors import VgtoolError
-from vgtool.models.vlgtr import VLGTR
-from vgtool.training.criterion import SetCriterion
+from vgtool.models.base import GroundingModel
 from vgtool.training.data import TrainBatch
 from vgtool.training.distributed import all_reduce_sum, barrier
 from vgtool.training.plots import plot_curves
@@ -50,7 +49,12 @@ class StepResult:
 
 
 def train_one_epoch(
-    run: Run, model: VLGTR, criterion: SetCriterion, data: TrainData, stage: Stage, counters: Counters
+    run: Run,
+    model: GroundingModel,
+    criterion: torch.nn.Module,
+    data: TrainData,
+    stage: Stage,
+    counters: Counters,
 ) -> None:
     """Train the rest of the current epoch (all of it, unless a resume starts part-way), logging
     and saving ``last/`` as the recipe says, then move ``counters`` on to the next epoch."""
@@ -97,7 +101,7 @@ def train_one_epoch(
 
 def _train_step(
     run: Run,
-    criterion: SetCriterion,
+    criterion: torch.nn.Module,
     preprocess: PreprocessConfig,
     stage: Stage,
     counters: Counters,
@@ -162,7 +166,7 @@ def _train_record(result: StepResult, step: int, epoch: int, stage: Stage) -> di
 
 
 def end_epoch(
-    run: Run, model: VLGTR, data: TrainData, stage: Stage, counters: Counters
+    run: Run, model: GroundingModel, data: TrainData, stage: Stage, counters: Counters
 ) -> dict[str, Any] | None:
     """After an epoch: validate when due and keep the best checkpoint in ``best/``, move on to the
     next stage after the stage's last epoch, save ``last/`` when due, and redraw the curves.
@@ -200,7 +204,7 @@ def _format_val(metrics: dict[str, Any], epoch: int) -> str:
     return f"val epoch {epoch}: " + ", ".join(parts)
 
 
-def save_last(run: Run, model: VLGTR, optimizer: torch.optim.Optimizer, counters: Counters) -> None:
+def save_last(run: Run, model: GroundingModel, optimizer: torch.optim.Optimizer, counters: Counters) -> None:
     """Save the training state to ``last/`` (the main process; the others wait for it)."""
     if run.info.is_main:
         save_training_state(

@@ -39,7 +39,7 @@ def finetune_recipe(
 
     Defaults: AdamW at ``lr`` for the new parts with a short warm-up and cosine decay, horizontal
     flips (with left/right words swapped), no crops. Any field can be changed with ``overrides``
-    (e.g. ``stages.0.vision_lr=1e-5`` is not addressable; use a recipe file for multi-stage runs).
+    (e.g. ``stages.0.vision_lr=1e-5``).
     """
     mapping = {
         "init_from": str(model),

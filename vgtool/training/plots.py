@@ -22,7 +22,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     steps = [r["step"] for r in train]
-    for key in ("loss", "loss_ce", "loss_bbox", "loss_giou"):
+    for key in ("loss", "loss_ce", "loss_bbox", "loss_giou", "loss_box", "loss_confidence"):
         if key in train[0]:
             axes[0].plot(steps, [r[key] for r in train], label=key, linewidth=1.2 if key == "loss" else 0.8)
     axes[0].set_yscale("log")

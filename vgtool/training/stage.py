@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgtool.models.vlgtr import VLGTR
+from vgtool.models.base import GroundingModel
 from vgtool.training.augment import phrase_variants
 from vgtool.training.config import StageConfig
 from vgtool.training.feature_cache import (
@@ -54,7 +54,7 @@ class Stage:
 
 def start_stage(
     run: Run,
-    model: VLGTR,
+    model: GroundingModel,
     data: TrainData,
     index: int,
     previous: Stage | None = None,
@@ -108,7 +108,7 @@ def start_stage(
     )
 
 
-def _configure_stage(model: VLGTR, stage: StageConfig) -> None:
+def _configure_stage(model: GroundingModel, stage: StageConfig) -> None:
     """Freeze/unfreeze for the stage; a backbone once trained is recorded as not frozen, so
     checkpoints store its weights instead of referencing the hub version."""
     train_vision, train_text = stage.vision_lr > 0, stage.text_lr > 0
@@ -121,7 +121,7 @@ def _configure_stage(model: VLGTR, stage: StageConfig) -> None:
     )
 
 
-def _param_groups(model: VLGTR, stage: StageConfig, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(model: GroundingModel, stage: StageConfig, weight_decay: float) -> list[dict[str, Any]]:
     """The new parts at ``lr``; each backbone as its own group when its learning rate is above 0."""
     vision_ids = {id(p) for p in model.vision.parameters()}
     text_ids = {id(p) for p in model.text.parameters()}
@@ -144,7 +144,7 @@ def _optimizer(name: str, groups: list[dict[str, Any]], device: torch.device) ->
 
 
 def _text_cache_for_stage(
-    cache: TextFeatureCache | None, run: Run, model: VLGTR, data: TrainData, config: StageConfig
+    cache: TextFeatureCache | None, run: Run, model: GroundingModel, data: TrainData, config: StageConfig
 ) -> TextFeatureCache | None:
     """The text-feature cache for a stage (the earlier stage's, while the encoder stayed frozen)."""
     recipe = run.recipe
@@ -165,7 +165,7 @@ def _text_cache_for_stage(
 
 
 def _image_cache_for_stage(
-    cache: ImageFeatureCache | None, run: Run, model: VLGTR, data: TrainData
+    cache: ImageFeatureCache | None, run: Run, model: GroundingModel, data: TrainData
 ) -> tuple[ImageFeatureCache | None, str]:
     """The vision-feature cache for a stage (the earlier stage's, while the backbone stayed frozen)
     and how vision features are obtained, in words."""

@@ -33,12 +33,13 @@ from vgtool.datasets.registry import load_samples
 from vgtool.datasets.sample import GroundingSample
 from vgtool.device import cpu_supports_bf16, resolve_device
 from vgtool.errors import InputError
+from vgtool.models.base import GroundingModel
+from vgtool.models.build import build_model
 from vgtool.models.memory_format import channels_last_trains_safely, prefers_channels_last
 from vgtool.models.text import phrase_tokenizer
-from vgtool.models.vlgtr import VLGTR, build_model
 from vgtool.training.augment import only_mirrors
 from vgtool.training.config import RecipeConfig
-from vgtool.training.criterion import SetCriterion
+from vgtool.training.criteria import criterion_for
 from vgtool.training.data import GroundingTrainDataset, TrainCollate
 from vgtool.training.distributed import DistInfo, init_distributed, shutdown
 from vgtool.training.engine import TrainingDivergedError, end_epoch, train_one_epoch
@@ -59,8 +60,10 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     on_step: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train VL-GTR as the recipe says and write checkpoints, metrics and plots to ``out_dir``.
+    """Train a model of any family (:mod:`vgtool.models.build`) as the recipe says and write
+    checkpoints, metrics and plots to ``out_dir``.
 
     Launch with ``torchrun --nproc-per-node N -m vgtool train ...`` for data-parallel training.
 
@@ -70,6 +73,9 @@ def train(
         resume: continue from ``out_dir/last`` exactly (model, optimizer, schedule, RNG, step).
         quiet: no progress bars.
         on_step: called with the global step after every optimizer step (and any save).
+        on_epoch_end: called after each epoch, once its validation and saves are done, with the
+            run's 1-based epoch number and that epoch's validation metrics (``{}`` where it was
+            not validated). An exception it raises ends the run there.
 
     Returns:
         Final counters and the last validation metrics.
@@ -81,12 +87,14 @@ def train(
     info, dist_device = init_distributed(recipe.device)
     try:
         run = _start_run(recipe, out_dir, info, dist_device, resume=resume, quiet=quiet, on_step=on_step)
-        return _train(run, resume=resume)
+        return _train(run, resume=resume, on_epoch_end=on_epoch_end)
     finally:
         shutdown(info)
 
 
-def _train(run: Run, *, resume: bool) -> dict[str, Any]:
+def _train(
+    run: Run, *, resume: bool, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """The run's steps: set up the model and data, then train stage by stage, epoch by epoch."""
     recipe = run.recipe
     train_samples = load_samples(recipe.data.train)
@@ -97,7 +105,7 @@ def _train(run: Run, *, resume: bool) -> dict[str, Any]:
     if resume:
         counters, resumed = _resume(run, model)
     data = _prepare_data(run, model, train_samples)
-    criterion = SetCriterion(recipe.loss).to(run.device)
+    criterion = criterion_for(recipe, model.config).to(run.device)
     _open_run_files(run, counters.step if resume else None)
     stage: Stage | None = None
     last_val: dict[str, Any] = {}
@@ -106,9 +114,12 @@ def _train(run: Run, *, resume: bool) -> dict[str, Any]:
         resumed = None
         for _ in range(counters.epoch, stage.config.epochs):
             train_one_epoch(run, model, criterion, data, stage, counters)
+            epoch = stage.first_epoch + counters.epoch  # 1-based, of the run
             val = end_epoch(run, model, data, stage, counters)
             if val is not None:
                 last_val = val
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, val or {})
     return _finish(run, model, data, counters, last_val)
 
 
@@ -153,7 +164,7 @@ def _check_output_dir(out_dir: Path) -> None:
         raise InputError(f"{out_dir}: only {free // 2**20} MiB free on disk; checkpoints need more")
 
 
-def _prepare_model(run: Run) -> VLGTR:
+def _prepare_model(run: Run) -> GroundingModel:
     """The model to train (new, or ``init_from``'s) on the run's device, in training mode."""
     recipe = run.recipe
     model = load_checkpoint(recipe.init_from) if recipe.init_from else build_model(recipe.model)
@@ -168,7 +179,9 @@ def _prepare_model(run: Run) -> VLGTR:
     return model
 
 
-def _resume(run: Run, model: VLGTR) -> tuple[Counters, tuple[dict[str, Any], dict[str, torch.Tensor]]]:
+def _resume(
+    run: Run, model: GroundingModel
+) -> tuple[Counters, tuple[dict[str, Any], dict[str, torch.Tensor]]]:
     """Load ``last/``'s weights and config into ``model``; return its counters and the rest of its
     state (optimizer and RNG, which the first stage restores)."""
     document, tensors = load_training_state(run.last_dir)
@@ -178,7 +191,7 @@ def _resume(run: Run, model: VLGTR) -> tuple[Counters, tuple[dict[str, Any], dic
     return Counters(**document["counters"]), (document, tensors)
 
 
-def _prepare_data(run: Run, model: VLGTR, train_samples: list[GroundingSample]) -> TrainData:
+def _prepare_data(run: Run, model: GroundingModel, train_samples: list[GroundingSample]) -> TrainData:
     """The training dataset and batching for ``model``, and the validation loader (main process)."""
     recipe = run.recipe
     preprocess = PreprocessConfig.from_model(model)
@@ -217,7 +230,7 @@ def _open_run_files(run: Run, resumed_step: int | None) -> None:
 
 
 def _finish(
-    run: Run, model: VLGTR, data: TrainData, counters: Counters, last_val: dict[str, Any]
+    run: Run, model: GroundingModel, data: TrainData, counters: Counters, last_val: dict[str, Any]
 ) -> dict[str, Any]:
     """Without validation, the final model is the best one; return the run's summary."""
     if run.info.is_main and data.val_loader is None:
