@@ -92,3 +92,15 @@ def test_calibrate_picks_a_threshold_from_no_object_phrases(tiny_checkpoint, tmp
     assert result["no_object_fp_bound"] <= 1 / 3 or result["threshold"] == GRID[-1]
     save_checkpoint(grounder.net, tmp_path / "ckpt", extra={"postprocess": result})
     assert model_threshold(tmp_path / "ckpt") == result["threshold"]
+
+
+def test_a_single_box_model_is_not_calibrated(tmp_path):
+    """Its score is a confidence, never "not there": a no-object threshold would only drop boxes."""
+    from vgtool.checkpoint import init_checkpoint
+    from vgtool.errors import InputError
+    from vgtool.evaluation.calibrate import calibrate
+
+    grounder = load_grounder(init_checkpoint("textquery-tiny", tmp_path / "tq"), device="cpu")
+    assert grounder.default_threshold == 0.0
+    with pytest.raises(InputError, match="exactly one box"):
+        calibrate(grounder, [], quiet=True)

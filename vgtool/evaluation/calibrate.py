@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from vgtool.errors import InputError
+from vgtool.models.build import MODEL_FAMILIES, model_family
+
 GRID = np.round(np.arange(0.05, 1.0, 0.01), 2)  # thresholds considered, 0.05 .. 0.99
 
 
@@ -77,6 +80,12 @@ def calibrate(
     from vgtool.evaluation.evaluate import EvalConfig, detection_indices
     from vgtool.evaluation.predict import predict_samples
 
+    family = getattr(grounder, "family", "")
+    if family in MODEL_FAMILIES and model_family(family).single_box:
+        raise InputError(
+            f"{grounder.source}: a {family} model answers every phrase with exactly one box and its "
+            "score is a confidence, not a presence; a threshold for phrases that name nothing does not apply"
+        )
     absent = [s for s in samples if len(s.boxes_xyxy) == 0]
     if not absent:
         raise ValueError("the calibration data has no phrases that name nothing")
