@@ -27,17 +27,31 @@ def atomic_open(
     # The mode is masked by the umask as for a plain open; O_NOFOLLOW refuses a planted symlink.
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, 0o666)
+    with naming_errors(path, tmp):
+        fd = os.open(tmp, flags, 0o666)
+        try:
+            with os.fdopen(fd, mode, encoding=encoding) as handle:
+                yield handle
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def naming_errors(path: str | Path, *aliases: str | Path) -> Iterator[None]:
+    """Name ``path`` in the system errors of the block that name no file (a ``write`` or ``fsync``
+    of an open file: a full disk, a read-only file system) or one of its ``aliases`` (a temporary
+    file), so that a message can say which output could not be written."""
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as err:
+        if err.errno is None or err.filename not in (None, *aliases, *map(str, aliases)):
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -27,11 +28,11 @@ KILL_AFTER_LINES = 3
 START_TIMEOUT_S = 60.0
 
 
-def _command(folder: Path, checkpoint: Path, out: Path) -> list[str]:
+def _command(folder: Path, checkpoint: Path, out: Path, workers: int = 0) -> list[str]:
     phrases = [arg for phrase in PHRASES for arg in ("-p", phrase)]
     return [
         sys.executable, "-m", "vgtool", "ground", str(folder), *phrases, "--model", str(checkpoint),
-        "--out", str(out), "--threshold", "0", "--batch-size", "4", "--workers", "0",
+        "--out", str(out), "--threshold", "0", "--batch-size", "4", "--workers", str(workers),
     ]  # fmt: skip
 
 
@@ -71,29 +72,37 @@ def corpus(tmp_path_factory, tiny_checkpoint) -> tuple[Path, Path]:
     return folder, reference
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["sigint", "sigterm", "sigkill"]
+)
 def test_killed_run_resumes_to_identical_outputs(corpus, tiny_checkpoint, tmp_path, sig):
+    """SIGTERM goes to the whole process group, decoding workers included, as a scheduler sends it."""
     folder, reference = corpus
     out = tmp_path / "out"
-    command = _command(folder, tiny_checkpoint, out)
+    group = sig == signal.SIGTERM
+    command = _command(folder, tiny_checkpoint, out, workers=2 if group else 0)
     with open(tmp_path / "stderr.txt", "wb") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=group)
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             while _journal_lines(out) < KILL_AFTER_LINES and process.poll() is None:
                 assert time.monotonic() < deadline, "no journal lines in time"
                 time.sleep(0.01)
             assert process.poll() is None, "the run finished before the kill; use more images"
-            process.send_signal(sig)
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
             code = process.wait(timeout=30)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
     message = (tmp_path / "stderr.txt").read_text(errors="replace")
-    if sig == signal.SIGINT:
-        assert code == 130, message
-        assert "Traceback" not in message and "interrupted" in message, message
+    if sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM unwinds as Ctrl-C does
+        stopped = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[sig]
+        assert code == 128 + sig, message
+        assert "Traceback" not in message and message.strip().splitlines()[-1].startswith(stopped), message
     else:
         assert code == -signal.SIGKILL
     kept = _journal_lines(out)

@@ -22,7 +22,7 @@ from vgtool.cli.options import (
     TopKOpt,
     run_folder,
 )
-from vgtool.errors import InputError, Interrupted
+from vgtool.errors import InputError, Interrupted, Terminated
 
 EXIT_SKIPPED = 3
 
@@ -122,10 +122,12 @@ def ground_cli(
 
     Writes annotations.json (COCO), crops/, overlays/ and run.json to --out. Re-running the same
     command with the same --out resumes an interrupted run; --resume insists on resuming: it fails
-    if --out holds no run, or one with other model/phrases/postprocess.
+    if --out holds no run, or one with other model/phrases/postprocess. One run at a time writes
+    into a folder; nothing under --out, nor other runs' output folders met with -r, is read as input.
 
-    Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error;
-    2 usage error; 130 interrupted.
+    Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error (also a
+    full disk: free space and re-run); 2 usage error; 130 interrupted (Ctrl-C); 143 terminated
+    (SIGTERM).
 
     Without --model the bundled model runs: it knows only the shapes of `vgtool synth`. For
     photos, use a zero-shot model from the Hugging Face hub (or its cache, or a save_pretrained
@@ -137,6 +139,7 @@ def ground_cli(
       vgtool ground photos/ -p person --model hf:google/owlv2-base-patch16-ensemble --conf 0.2
     """
     from vgtool.data.listing import list_images
+    from vgtool.ground.folder_lock import check_unlocked
     from vgtool.ground.phrases import build_ontology
 
     # usage errors first, within a fraction of a second: torch is not imported yet
@@ -147,7 +150,8 @@ def ground_cli(
     build_ontology(phrase or [], phrases_file or [], categories)
     check_model(model)
     check_out_folder(out)
-    entries = list_images(paths, recursive=recursive, extensions=ext or None)
+    check_unlocked(out)
+    entries = list_images(paths, recursive=recursive, extensions=ext or None, exclude=[out], warn=_warn)
 
     from vgtool.ground.pipeline import GroundConfig, ground
     from vgtool.models.bundled import DEFAULT_MODEL_DOMAIN, SUGGESTED_PHOTO_MODEL, is_default_model
@@ -189,9 +193,12 @@ def ground_cli(
             config=config,
             entries=entries,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM: Terminated
+        terminated = isinstance(err, Terminated)
         raise Interrupted(
-            f"interrupted; finished images are kept in {out} (re-run the same command, or add --resume)"
+            f"{'terminated' if terminated else 'interrupted'}; finished images are kept in {out} "
+            "(re-run the same command, or add --resume)",
+            exit_code=Terminated.exit_code if terminated else Interrupted.exit_code,
         ) from None
     if not quiet:
         resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
@@ -211,3 +218,7 @@ def ground_cli(
         )
     if summary.skipped:
         raise typer.Exit(code=EXIT_SKIPPED)
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)

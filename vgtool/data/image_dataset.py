@@ -2,11 +2,13 @@
 
 Decoding, EXIF orientation and resizing happen in ``__getitem__`` (so in worker processes); a file
 that cannot be decoded yields a record with its reason instead of raising, so one bad image never
-ends a run.
+ends a run. :func:`worker_init` makes a worker leave quietly on SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -101,3 +103,15 @@ def collate_images(items: Sequence[dict]) -> ImageBatch:
         images=[it["image"] for it in good] if good and "image" in good[0] else None,
         failures=[(it["index"], it["error"]) for it in items if "error" in it],
     )
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    os._exit(0)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: SIGTERM ends a worker at once with exit status 0, as torch's
+    own handler does when the main process sends it. A SIGTERM sent to the whole process group (by
+    a scheduler, systemd or ``kill -TERM -PGID``) is then not reported as a worker failure, and the
+    main process decides what it means (``vgtool ground`` stops as on Ctrl-C)."""
+    signal.signal(signal.SIGTERM, _exit_quietly)

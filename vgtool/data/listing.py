@@ -8,15 +8,18 @@ path per line. Every image gets a ``file_name`` relative to the input root, the 
 from __future__ import annotations
 
 import glob
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vgtool.data.output_folders import OutputFolders
 from vgtool.errors import InputError
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,9 @@ def _is_image_file(path: Path, exts: tuple[str, ...]) -> bool:
     return path.is_file() or (path.is_symlink() and not path.exists())
 
 
-def _walk(folder: Path, recursive: bool, exts: tuple[str, ...]) -> list[Path]:
+def _walk(folder: Path, recursive: bool, exts: tuple[str, ...], outputs: OutputFolders) -> list[Path]:
+    """The images in ``folder``; descending, the output folders of runs are left out (and their
+    whole trees are not walked)."""
     if not recursive:
         try:
             return [p for p in folder.iterdir() if _is_image_file(p, exts)]
@@ -55,7 +60,11 @@ def _walk(folder: Path, recursive: bool, exts: tuple[str, ...]) -> list[Path]:
     seen_dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs:  # a symlink loop or a second route to the same folder
+        if (
+            real in seen_dirs  # a symlink loop or a second route to the same folder
+            or outputs.excluded(real, folder=True)
+            or (dirpath != str(folder) and outputs.other_run(dirpath, filenames))
+        ):
             dirnames[:] = []
             continue
         seen_dirs.add(real)
@@ -93,33 +102,53 @@ def _glob_root(pattern: str) -> Path:
 
 
 def list_images(
-    inputs: Sequence[str | Path], recursive: bool = False, extensions: Iterable[str] | None = None
+    inputs: Sequence[str | Path],
+    recursive: bool = False,
+    extensions: Iterable[str] | None = None,
+    *,
+    exclude: Sequence[str | Path] = (),
+    warn: Callable[[str], None] | None = None,
 ) -> list[ImageEntry]:
     """Expand PATH arguments into a sorted, de-duplicated list of images.
+
+    Outputs are never inputs: nothing under an ``exclude`` folder is listed, however the paths are
+    written, and folders holding another run's outputs that are met while descending into a folder
+    or matching a glob are skipped, with one warning (see :mod:`vgtool.data.output_folders`).
 
     Args:
         inputs: folders, image files, glob patterns, or ``.txt``/``.lst`` files listing images.
         recursive: descend into sub-folders of folder inputs (symlink loops are cut).
         extensions: file extensions to accept in folders and globs (default: common image types).
+        exclude: folders never read, such as the run's output folder.
+        warn: receives the warning line (default: the ``logging`` warning of this module).
 
     Raises:
         InputError: an input does not exist or yields no image.
     """
     exts = _normalise_exts(extensions)
+    outputs = OutputFolders(exclude)
     groups: list[tuple[Path, list[Path]]] = []
     for raw in inputs:
         text = str(raw)
         path = Path(text).expanduser()
         if path.is_dir():
-            groups.append((path, _walk(path, recursive, exts)))
+            groups.append((path, _walk(path, recursive, exts, outputs)))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             listed = _read_list_file(path)
             groups.append((path.parent, listed))
         elif path.is_file() or path.is_symlink():
             groups.append((path.parent, [path]))
         elif glob.has_magic(text):
+            root = _glob_root(text)
             matches = [Path(m) for m in glob.glob(text, recursive=recursive)]
-            groups.append((_glob_root(text), [m for m in matches if _is_image_file(m, exts)]))
+            matches = [
+                m
+                for m in matches
+                if _is_image_file(m, exts)
+                and not outputs.excluded(m)
+                and not outputs.under_other_run(m, root)
+            ]
+            groups.append((root, matches))
         else:
             raise InputError(f"{text}: no such file, folder or glob match")
     if not groups:
@@ -129,6 +158,8 @@ def list_images(
     entries: dict[str, ImageEntry] = {}
     for _, paths in groups:
         for path in paths:
+            if outputs.excluded(path):
+                continue
             absolute = os.path.abspath(path)
             try:
                 rel = Path(absolute).relative_to(common).as_posix()
@@ -136,7 +167,14 @@ def list_images(
                 rel = Path(absolute).name
             entries.setdefault(rel, ImageEntry(path=Path(path), file_name=rel))
     if not entries:
-        raise InputError(f"no images found in {', '.join(map(str, inputs))} (extensions: {' '.join(exts)})")
+        where = ", ".join(map(str, inputs))
+        if outputs.skipped or outputs.other_runs:
+            raise InputError(
+                f"no images found in {where}: only outputs of vgtool runs, which are never inputs"
+            )
+        raise InputError(f"no images found in {where} (extensions: {' '.join(exts)})")
+    if (message := outputs.warning()) is not None:
+        (warn or logger.warning)(message)
     return [entries[k] for k in sorted(entries)]
 
 

@@ -17,10 +17,9 @@ from vgtool.atomic import write_bytes_atomic
 from vgtool.errors import InputError
 from vgtool.ground.merge import MergeConfig
 from vgtool.ground.phrases import Ontology
+from vgtool.ground.run_folder import JOURNAL_NAME, RUN_KEY_NAME
 from vgtool.models.postprocess import PostProcessConfig
 
-JOURNAL_NAME = "journal.jsonl"
-RUN_KEY_NAME = "run-key.json"
 RESULTS_NAME = "results.json"
 OUTPUTS = ("annotations.json", RESULTS_NAME, "run.json", JOURNAL_NAME, RUN_KEY_NAME, "crops", "overlays")
 # Bumped when the records a run writes change, so that a run never resumes into a journal of

@@ -1,9 +1,13 @@
 """``ground()``: a grounding run over folders of images, resumable, with COCO, crops and overlays.
 
-Three steps: :func:`open_run` (list the images, load the grounder, open or resume the output
-folder), :func:`ground_images` (the shared prediction loop into the journal and the background
-writers) and :func:`finish_run` (``annotations.json`` from the journal, and ``run.json``).
-The grounder is whatever :func:`~vgtool.grounders.load_grounder` makes of ``--model``.
+Three steps: :func:`open_run` (list the images, lock the output folder, load the grounder, open or
+resume the output folder), :func:`ground_images` (the shared prediction loop into the journal and
+the background writers) and :func:`finish_run` (``annotations.json`` from the journal, and
+``run.json``). The grounder is whatever :func:`~vgtool.grounders.load_grounder` makes of ``--model``.
+
+:func:`ground` runs the three while holding the folder's lock (one run per folder, see
+:mod:`~vgtool.ground.folder_lock`), with SIGTERM unwinding the run as Ctrl-C does and a full disk or
+a lost write permission ending it with one line (see :mod:`~vgtool.ground.stopping`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from typing import Literal
 from vgtool import __version__
 from vgtool.data.listing import ImageEntry, image_root, list_images
 from vgtool.errors import InputError
+from vgtool.ground.folder_lock import OutputLock
 from vgtool.ground.merge import MergeConfig, phrase_groups
 from vgtool.ground.output_dir import RESULTS_NAME, RunState, prepare_output_dir
-from vgtool.ground.phrases import build_ontology
+from vgtool.ground.phrases import Ontology, build_ontology
 from vgtool.ground.resume import JournalScan, repair_outputs, scan_journal
 from vgtool.ground.sink import ResultSink, warn
+from vgtool.ground.stopping import sigterm_as_interrupt, write_failures_stop_the_run
 from vgtool.grounders import Grounder, load_grounder
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.prediction.batching import auto_batch_size, auto_workers
@@ -117,6 +123,8 @@ class GroundingRun:
         merge, merge_groups: how boxes of several phrases on one object are merged, and each
             phrase's group; None when no two phrases share a group.
         batch_size, num_workers: as chosen for this run.
+        lock: the output folder's lock, held from :func:`open_run` on; whoever runs the steps
+            releases it after :func:`finish_run` (``with run.lock:``), or the process's end does.
     """
 
     config: GroundConfig
@@ -127,6 +135,7 @@ class GroundingRun:
     merge: MergeConfig | None
     merge_groups: list[int] | None
     state: RunState
+    lock: OutputLock
     journal: JournalScan
     todo: list[tuple[int, ImageEntry]]
     batch_size: int
@@ -169,12 +178,20 @@ def ground(
     Raises:
         InputError, CheckpointError: bad inputs or model, or an output folder that cannot be used
             (see ``GroundConfig.overwrite`` and ``GroundConfig.resume``), before any work is done.
+        OutputLocked: another run is writing into ``out_dir`` (an ``InputError``), before the
+            model loads.
+        OutputWriteError: the disk filled up or write permission was lost mid-run; the journal
+            keeps the finished images, and the same call resumes once the cause is fixed.
+        KeyboardInterrupt: Ctrl-C, or :class:`~vgtool.errors.Terminated` for SIGTERM (handled only
+            while the run lasts, then the caller's handler is back); finished images are kept.
     """
-    run = open_run(
-        inputs, phrases, phrase_files, out_dir=out_dir, model=model, config=config, entries=entries
-    )
-    ground_images(run, progress)
-    return finish_run(run)
+    with sigterm_as_interrupt():
+        run = open_run(
+            inputs, phrases, phrase_files, out_dir=out_dir, model=model, config=config, entries=entries
+        )
+        with run.lock, write_failures_stop_the_run(run.state.out_dir):
+            ground_images(run, progress)
+            return finish_run(run)
 
 
 def open_run(
@@ -187,13 +204,39 @@ def open_run(
     config: GroundConfig | None = None,
     entries: Sequence[ImageEntry] | None = None,
 ) -> GroundingRun:
-    """Check the phrases and inputs, load the grounder, and open (or resume) the output folder."""
+    """Check the phrases and inputs, lock the output folder, load the grounder, and open (or
+    resume) the output folder. The returned run holds the lock; on an error it is released."""
     config = config or GroundConfig()
     ontology = build_ontology(phrases, phrase_files, config.categories_file)  # cheap checks first
-    if entries is None:
-        entries = list_images(inputs, recursive=config.recursive, extensions=config.extensions or None)
+    if entries is None:  # nothing under out_dir is an input
+        entries = list_images(
+            inputs,
+            recursive=config.recursive,
+            extensions=config.extensions or None,
+            exclude=[out_dir],
+            warn=warn,
+        )
     entries = list(entries)
     _warn_shared_stems(entries)
+    lock = OutputLock(out_dir).acquire()  # before anything is written or loaded
+    try:
+        return _open_locked(inputs, entries, ontology, lock, out_dir=out_dir, model=model, config=config)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open_locked(
+    inputs: Sequence[str | Path],
+    entries: list[ImageEntry],
+    ontology: Ontology,
+    lock: OutputLock,
+    *,
+    out_dir: str | Path,
+    model: str | Path | Grounder | None,
+    config: GroundConfig,
+) -> GroundingRun:
+    """:func:`open_run` once the output folder is locked."""
     started, wall_start = time.time(), time.perf_counter()
     grounder_start = time.perf_counter()
     if model is None or isinstance(model, str | Path):
@@ -235,6 +278,7 @@ def open_run(
         merge=merge,
         merge_groups=groups,
         state=state,
+        lock=lock,
         journal=journal,
         todo=todo,
         batch_size=batch_size,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vgtool.data.image_dataset import ImageBatch, ImageFileDataset, collate_images
+from vgtool.data.image_dataset import ImageBatch, ImageFileDataset, collate_images, worker_init
 from vgtool.data.listing import ImageEntry
 from vgtool.grounders.base import EncodedPhrases, Grounder, Measure, no_measure
 from vgtool.groundings import Groundings
@@ -93,6 +93,7 @@ def predict_images(
         pin_memory=grounder.device.type == "cuda",
         prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
+        worker_init_fn=worker_init if num_workers else None,
     )
     batches = iter(loader)
     while True:

@@ -12,9 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vgtool.atomic import naming_errors
+
 
 class Journal:
-    """Append-only JSON-lines file, fsynced on :meth:`flush`."""
+    """Append-only JSON-lines file, fsynced on :meth:`flush`.
+
+    A write that fails (a full disk) raises an ``OSError`` that names the journal; it can leave a
+    last line cut short, which the next :class:`Journal` on the file drops before appending.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -22,28 +28,46 @@ class Journal:
         self._truncate_partial_line()
         self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
-    def _truncate_partial_line(self) -> None:
-        """Drop a last line cut short by a kill, so appends start on a clean line."""
-        if not self.path.exists():
+    def _truncate_partial_line(self, chunk: int = 1 << 16) -> None:
+        """Drop a last line cut short by a kill or a full disk, so appends start on a clean line.
+        Reads back from the end only as far as the last newline."""
+        try:
+            handle = open(self.path, "rb+")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
             return
-        with open(self.path, "rb+") as handle:
-            data = handle.read()
-            if data and not data.endswith(b"\n"):
-                handle.truncate(data.rfind(b"\n") + 1)
+        with handle:
+            end = position = handle.seek(0, os.SEEK_END)
+            while position > 0:
+                start = max(0, position - chunk)
+                handle.seek(start)
+                data = handle.read(position - start)
+                if position == end and data.endswith(b"\n"):
+                    return
+                newline = data.rfind(b"\n")
+                if newline >= 0:
+                    handle.truncate(start + newline + 1)
+                    return
+                position = start
+            handle.truncate(0)
 
     def append(self, record: dict[str, Any]) -> None:
-        self._handle.write(
-            json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
-        )
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
+        with naming_errors(self.path):
+            self._handle.write(line)
 
     def flush(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with naming_errors(self.path):
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     def close(self) -> None:
-        if not self._handle.closed:
+        if self._handle.closed:
+            return
+        try:
             self.flush()
-            self._handle.close()
+        finally:
+            with naming_errors(self.path):
+                self._handle.close()
 
     def __enter__(self) -> Journal:
         return self
