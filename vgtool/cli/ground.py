@@ -125,6 +125,9 @@ def ground_cli(
     if --out holds no run, or one with other model/phrases/postprocess. One run at a time writes
     into a folder; nothing under --out, nor other runs' output folders met with -r, is read as input.
 
+    Under torchrun (`torchrun --nproc-per-node N -m vgtool ground ...`) the ranks split the images,
+    one device each, and rank 0 writes the same outputs one process would (docs/robustness.md).
+
     Exit status: 0 done; 3 done but some files were skipped (listed in run.json); 1 error (also a
     full disk: free space and re-run); 2 usage error; 130 interrupted (Ctrl-C); 143 terminated
     (SIGTERM).
@@ -141,6 +144,7 @@ def ground_cli(
     from vgtool.data.listing import list_images
     from vgtool.ground.folder_lock import check_unlocked
     from vgtool.ground.phrases import build_ontology
+    from vgtool.ground.shard import shard_from_env
 
     # usage errors first, within a fraction of a second: torch is not imported yet
     if resume and overwrite:
@@ -150,7 +154,8 @@ def ground_cli(
     build_ontology(phrase or [], phrases_file or [], categories)
     check_model(model)
     check_out_folder(out)
-    check_unlocked(out)
+    shard = shard_from_env()  # under torchrun: this process's rank
+    check_unlocked(out, shard.run_id)  # the ranks of one launch share --out
     entries = list_images(paths, recursive=recursive, extensions=ext or None, exclude=[out], warn=_warn)
 
     from vgtool.ground.pipeline import GroundConfig, ground
@@ -192,6 +197,7 @@ def ground_cli(
             phrase_files=phrases_file or [],
             config=config,
             entries=entries,
+            shard=shard,
         )
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM: Terminated
         terminated = isinstance(err, Terminated)
@@ -200,6 +206,8 @@ def ground_cli(
             "(re-run the same command, or add --resume)",
             exit_code=Terminated.exit_code if terminated else Interrupted.exit_code,
         ) from None
+    if not shard.is_main:
+        return  # another rank of a sharded run: rank 0 reports for all
     if not quiet:
         resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
         if summary.repaired:

@@ -9,15 +9,14 @@ flock on the folder itself, the *gate*, so a refused run never reads half of one
 while the lock is held (decoding workers) close their copy of it at once: a flock belongs to the
 open file, which a fork shares, and a worker orphaned by a killed run must not keep the folder.
 
-Sharing the lock among the ranks of one sharded run (planned; not built yet): each rank writes its
-own journal under one ``--out``, so all ranks must hold the folder while any other run is kept out.
-The ranks agree on a ``run_id`` (torchrun's rendezvous id) and take a *shared* flock instead, under
-the gate: when a non-blocking ``LOCK_EX`` succeeds, no run holds the folder, and the rank writes the
-record with its run id and turns its lock into ``LOCK_SH``; when it fails, the rank takes
-``LOCK_SH`` only if the record names its own run id, and is refused otherwise. A plain run's
-``LOCK_EX`` conflicts with any rank's ``LOCK_SH``, so the two kinds never mix, and the folder is
-free again when the last rank ends. Plain runs already take the gate, so that change adds a mode
-and touches nothing here.
+The ranks of one sharded run share the lock: each rank writes its own journal under one ``--out``,
+so all ranks hold the folder while any other run is kept out. The ranks agree on a ``run_id`` (see
+:func:`~vgtool.ground.shard.shard_from_env`) and take a *shared* flock instead, under the gate: when
+a non-blocking ``LOCK_EX`` succeeds, no run holds the folder, and the rank writes the record with
+its run id and turns its lock into ``LOCK_SH``; when it fails, the rank takes ``LOCK_SH`` only if the
+record names its own run id, and is refused otherwise. A plain run's ``LOCK_EX`` conflicts with any
+rank's ``LOCK_SH``, so the two kinds never mix, and the folder is free again when the last rank
+ends.
 
 Where there is no ``flock`` the lock is not taken and nothing stops two runs writing into one
 folder: on Windows (no ``fcntl``), and on file systems without locks (a warning says so).
@@ -56,13 +55,16 @@ class OutputLock:
 
     Attributes:
         path: the lock file, ``out_dir/.vgtool.lock``.
-        run_id: recorded with the holder; the key the ranks of a sharded run will share it by.
+        run_id: recorded with the holder; the key the ranks of a sharded run share it by.
+        shared: take it shared with the processes whose run id is ``run_id`` (the ranks of one
+            sharded run), and exclusive to everyone else.
     """
 
-    def __init__(self, out_dir: str | Path, run_id: str | None = None):
+    def __init__(self, out_dir: str | Path, run_id: str | None = None, *, shared: bool = False):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / LOCK_NAME
         self.run_id = run_id or uuid.uuid4().hex
+        self.shared = shared
         self._fd: int | None = None
 
     @property
@@ -85,9 +87,18 @@ class OutputLock:
             with _gate(self.out_dir):
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
                 try:
-                    if not _try_flock(fd):
-                        raise OutputLocked(_refusal(self.out_dir, _read_record(fd)))
-                    _write_record(fd, self._record())
+                    if _try_flock(fd):
+                        _write_record(fd, self._record())
+                        if self.shared:  # the other ranks wait at the gate meanwhile
+                            fcntl.flock(fd, fcntl.LOCK_SH)
+                    else:
+                        holder = _read_record(fd)
+                        if not (
+                            self.shared
+                            and holder.get("run_id") == self.run_id
+                            and _try_flock(fd, shared=True)
+                        ):
+                            raise OutputLocked(_refusal(self.out_dir, holder))
                 except BaseException:
                     os.close(fd)
                     raise
@@ -141,8 +152,9 @@ if fcntl is not None:
     os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def check_unlocked(out_dir: str | Path) -> None:
-    """Refuse at once when a run holds ``out_dir``; writes nothing and keeps no lock.
+def check_unlocked(out_dir: str | Path, run_id: str | None = None) -> None:
+    """Refuse at once when a run holds ``out_dir`` (other than the sharded run ``run_id``, whose
+    ranks share it); writes nothing and keeps no lock.
 
     The CLI calls it before torch loads; the run's own :meth:`OutputLock.acquire` still decides.
 
@@ -161,7 +173,7 @@ def check_unlocked(out_dir: str | Path) -> None:
                 os.close(fd)
     except OSError:  # unreadable or no locks: the run reports what it finds
         return
-    if holder is not None:
+    if holder is not None and not (run_id is not None and holder.get("run_id") == run_id):
         raise OutputLocked(_refusal(path.parent, holder))
 
 
@@ -176,10 +188,11 @@ def _gate(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _try_flock(fd: int) -> bool:
-    """A non-blocking exclusive flock on ``fd``; False when another open file holds one."""
+def _try_flock(fd: int, shared: bool = False) -> bool:
+    """A non-blocking exclusive (or shared) flock on ``fd``; False when another open file holds a
+    conflicting one."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True

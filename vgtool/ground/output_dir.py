@@ -17,11 +17,20 @@ from vgtool.atomic import write_bytes_atomic
 from vgtool.errors import InputError
 from vgtool.ground.merge import MergeConfig
 from vgtool.ground.phrases import Ontology
-from vgtool.ground.run_folder import JOURNAL_NAME, RUN_KEY_NAME
+from vgtool.ground.run_folder import JOURNAL_NAME, PENDING_DIR, RUN_KEY_NAME, journal_paths
 from vgtool.models.postprocess import PostProcessConfig
 
 RESULTS_NAME = "results.json"
-OUTPUTS = ("annotations.json", RESULTS_NAME, "run.json", JOURNAL_NAME, RUN_KEY_NAME, "crops", "overlays")
+OUTPUTS = (
+    "annotations.json",
+    RESULTS_NAME,
+    "run.json",
+    JOURNAL_NAME,
+    RUN_KEY_NAME,
+    "crops",
+    "overlays",
+    PENDING_DIR,
+)
 # Bumped when the records a run writes change, so that a run never resumes into a journal of
 # another layout (2: COCO annotations gained segmentation and attributes; categories may be pinned).
 OUTPUT_FORMAT = 2
@@ -39,7 +48,11 @@ _KEY_LABELS = {
 
 @dataclass(frozen=True)
 class RunState:
-    """Where a run writes and what it writes under."""
+    """Where a run writes and what it writes under.
+
+    Attributes:
+        journal_path: the journal this process appends to (``journal.jsonl``, or a rank's own).
+    """
 
     out_dir: Path
     journal_path: Path
@@ -60,6 +73,8 @@ def prepare_output_dir(
     merge: MergeConfig | None,
     overwrite: bool,
     resume: bool = False,
+    journal_name: str = JOURNAL_NAME,
+    write: bool = True,
 ) -> RunState:
     """Create or reopen ``out_dir`` for a run.
 
@@ -68,6 +83,9 @@ def prepare_output_dir(
         merge: how boxes of several phrases are merged; None when there is nothing to merge.
         overwrite: replace the outputs of an earlier run with other settings.
         resume: require an earlier run with the same settings in ``out_dir``.
+        journal_name: the journal this process appends to (a rank of a sharded run has its own).
+        write: write the run key (and an empty ``journal.jsonl``, which marks the folder as a
+            run's); False for the ranks of a sharded run but rank 0, which find the folder prepared.
 
     Raises:
         InputError: the folder holds outputs of a run with other settings (and not ``overwrite``),
@@ -94,6 +112,8 @@ def prepare_output_dir(
         raise InputError(
             f"{out_dir}: no earlier run to resume (no {RUN_KEY_NAME}); drop --resume to start one"
         )
+    if not write and existing != run_key:
+        raise InputError(f"{out_dir}: rank 0 did not prepare the output folder for this run")
     if existing is not None and existing != run_key:
         differs = [] if "model" not in existing else [k for k in run_key if existing.get(k) != run_key[k]]
         if "phrases" in differs and "categories" in differs:  # new phrases bring new categories
@@ -106,15 +126,17 @@ def prepare_output_dir(
                 f"{out_dir}: holds the outputs of another run (different {', '.join(differs)}); "
                 "use --overwrite to replace them, or another --out"
             )
-        for name in OUTPUTS:
-            target = out_dir / name
+        for target in [*(out_dir / name for name in OUTPUTS), *journal_paths(out_dir)]:
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             elif target.exists() or target.is_symlink():
                 target.unlink()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(key_path, (json.dumps(run_key, indent=2, ensure_ascii=False) + "\n").encode())
-    except OSError as err:
-        raise InputError(f"{out_dir}: cannot write output folder ({err.strerror or err})") from err
-    return RunState(out_dir=out_dir, journal_path=out_dir / JOURNAL_NAME, ontology=ontology, run_key=run_key)
+    if write:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(key_path, (json.dumps(run_key, indent=2, ensure_ascii=False) + "\n").encode())
+            if journal_name != JOURNAL_NAME:
+                (out_dir / JOURNAL_NAME).touch()
+        except OSError as err:
+            raise InputError(f"{out_dir}: cannot write output folder ({err.strerror or err})") from err
+    return RunState(out_dir=out_dir, journal_path=out_dir / journal_name, ontology=ontology, run_key=run_key)

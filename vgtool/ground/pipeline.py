@@ -8,10 +8,15 @@ the background writers) and :func:`finish_run` (``annotations.json`` from the jo
 :func:`ground` runs the three while holding the folder's lock (one run per folder, see
 :mod:`~vgtool.ground.folder_lock`), with SIGTERM unwinding the run as Ctrl-C does and a full disk or
 a lost write permission ending it with one line (see :mod:`~vgtool.ground.stopping`).
+
+Under ``torchrun`` each rank grounds its share of the images into its own journal, and rank 0 alone
+finishes the run once all have (see :mod:`~vgtool.ground.shard`); the outputs are those of one
+process, byte for byte.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -22,11 +27,14 @@ from typing import Literal
 from vgtool import __version__
 from vgtool.data.listing import ImageEntry, image_root, list_images
 from vgtool.errors import InputError
+from vgtool.ground.crop_names import name_crops
 from vgtool.ground.folder_lock import OutputLock
 from vgtool.ground.merge import MergeConfig, phrase_groups
 from vgtool.ground.output_dir import RESULTS_NAME, RunState, prepare_output_dir
 from vgtool.ground.phrases import Ontology, build_ontology
 from vgtool.ground.resume import JournalScan, repair_outputs, scan_journal
+from vgtool.ground.run_folder import JOURNAL_NAME, journal_paths
+from vgtool.ground.shard import Shard, gather, join_group, leave_group, meet, shard_from_env
 from vgtool.ground.sink import ResultSink, warn
 from vgtool.ground.stopping import sigterm_as_interrupt, write_failures_stop_the_run
 from vgtool.grounders import Grounder, load_grounder
@@ -119,7 +127,11 @@ class GroundingRun:
     """An opened run: everything :func:`ground_images` and :func:`finish_run` need.
 
     Attributes:
-        todo: ``(position in entries, entry)`` of the images not yet journaled.
+        todo: ``(position in entries, entry)`` of this process's images not yet journaled.
+        shard: this process's place in a sharded run (rank 0 of 1 for one process).
+        shard_size: how many of the images are this process's.
+        local_ids: journal image-local annotation ids and write pending crops (see
+            :mod:`~vgtool.ground.crop_names`): in a sharded run, or in a folder that holds its records.
         merge, merge_groups: how boxes of several phrases on one object are merged, and each
             phrase's group; None when no two phrases share a group.
         batch_size, num_workers: as chosen for this run.
@@ -142,6 +154,9 @@ class GroundingRun:
     num_workers: int
     timer: StageTimer
     summary: RunSummary
+    shard: Shard = field(default_factory=Shard)
+    shard_size: int = 0
+    local_ids: bool = False
     started: float = field(default_factory=time.time)
     wall_start: float = field(default_factory=time.perf_counter)
 
@@ -156,6 +171,7 @@ def ground(
     config: GroundConfig | None = None,
     progress: Callable[[int], None] | None = None,
     entries: Sequence[ImageEntry] | None = None,
+    shard: Shard | None = None,
 ) -> RunSummary:
     """Ground ``phrases`` in every image under ``inputs`` and write the outputs to ``out_dir``.
 
@@ -171,9 +187,12 @@ def ground(
         progress: called with the number of images finished after each batch (for tests/UIs).
         entries: the images, when the caller has already listed ``inputs`` with
             :func:`list_images` (the CLI does, to report a bad path before loading torch).
+        shard: this process's rank in a sharded run; None reads it from ``torchrun``'s environment
+            (one process when there is none). Each rank grounds its share; rank 0 writes the outputs.
 
     Returns:
-        The run summary (also written to ``out_dir/run.json``).
+        The run summary (also written to ``out_dir/run.json``); on the other ranks of a sharded
+        run, what that rank did.
 
     Raises:
         InputError, CheckpointError: bad inputs or model, or an output folder that cannot be used
@@ -185,13 +204,48 @@ def ground(
         KeyboardInterrupt: Ctrl-C, or :class:`~vgtool.errors.Terminated` for SIGTERM (handled only
             while the run lasts, then the caller's handler is back); finished images are kept.
     """
-    with sigterm_as_interrupt():
-        run = open_run(
-            inputs, phrases, phrase_files, out_dir=out_dir, model=model, config=config, entries=entries
+    shard = shard_from_env() if shard is None else shard
+    config = config or GroundConfig()
+    if shard.sharded:  # one device per rank; one progress bar
+        config = dataclasses.replace(
+            config, device=shard.device(config.device), quiet=config.quiet or not shard.is_main
         )
-        with run.lock, write_failures_stop_the_run(run.state.out_dir):
-            ground_images(run, progress)
-            return finish_run(run)
+    with sigterm_as_interrupt():
+        join_group(shard, config.device)
+        try:
+            run = open_run(
+                inputs,
+                phrases,
+                phrase_files,
+                out_dir=out_dir,
+                model=model,
+                config=config,
+                entries=entries,
+                shard=shard,
+            )
+            with run.lock, write_failures_stop_the_run(run.state.out_dir):
+                ground_images(run, progress)
+                _gather_summaries(run)  # every rank waits here until all are done
+                if not shard.is_main:
+                    return run.summary
+                return finish_run(run)
+        finally:
+            leave_group(shard)
+
+
+def _gather_summaries(run: GroundingRun) -> None:
+    """On rank 0 of a sharded run, add what the other ranks did to the summary."""
+    summary = run.summary
+    shares = gather(
+        run.shard, (summary.grounded, summary.repaired, summary.skipped[len(run.journal.skipped) :])
+    )
+    if not run.shard.sharded or not run.shard.is_main:
+        return
+    position = {e.file_name: i for i, e in enumerate(run.entries)}
+    summary.grounded = sum(grounded for grounded, _, _ in shares)
+    summary.repaired = sum(repaired for _, repaired, _ in shares)
+    skipped = [s for _, _, rank_skipped in shares for s in rank_skipped]
+    summary.skipped = [*run.journal.skipped, *sorted(skipped, key=lambda s: position.get(s["file"], -1))]
 
 
 def open_run(
@@ -203,10 +257,15 @@ def open_run(
     model: str | Path | Grounder | None = None,
     config: GroundConfig | None = None,
     entries: Sequence[ImageEntry] | None = None,
+    shard: Shard | None = None,
 ) -> GroundingRun:
     """Check the phrases and inputs, lock the output folder, load the grounder, and open (or
-    resume) the output folder. The returned run holds the lock; on an error it is released."""
+    resume) the output folder. The returned run holds the lock; on an error it is released.
+
+    With a sharded ``shard`` (its process group joined), the ranks share the lock, rank 0 prepares
+    the output folder while the others wait, and each rank's run holds only its own images."""
     config = config or GroundConfig()
+    shard = shard or Shard()
     ontology = build_ontology(phrases, phrase_files, config.categories_file)  # cheap checks first
     if entries is None:  # nothing under out_dir is an input
         entries = list_images(
@@ -218,9 +277,12 @@ def open_run(
         )
     entries = list(entries)
     _warn_shared_stems(entries)
-    lock = OutputLock(out_dir).acquire()  # before anything is written or loaded
+    # before anything is written or loaded
+    lock = OutputLock(out_dir, shard.run_id, shared=shard.sharded).acquire()
     try:
-        return _open_locked(inputs, entries, ontology, lock, out_dir=out_dir, model=model, config=config)
+        return _open_locked(
+            inputs, entries, ontology, lock, out_dir=out_dir, model=model, config=config, shard=shard
+        )
     except BaseException:
         lock.release()
         raise
@@ -235,6 +297,7 @@ def _open_locked(
     out_dir: str | Path,
     model: str | Path | Grounder | None,
     config: GroundConfig,
+    shard: Shard,
 ) -> GroundingRun:
     """:func:`open_run` once the output folder is locked."""
     started, wall_start = time.time(), time.perf_counter()
@@ -249,6 +312,8 @@ def _open_locked(
     postprocess = PostProcessConfig(threshold=threshold, top_k=config.top_k, nms_iou=config.nms_iou)
     groups = phrase_groups(config.merge, ontology.phrase_categories)
     merge = None if groups is None else MergeConfig(mode=config.merge, iou=config.merge_iou)
+    if not shard.is_main:
+        meet(shard)  # rank 0 prepares the folder (and may clear it, with --overwrite) first
     state = prepare_output_dir(
         Path(out_dir),
         model_identity=grounder.identity(),
@@ -257,15 +322,22 @@ def _open_locked(
         merge=merge,
         overwrite=config.overwrite,
         resume=config.resume,
+        journal_name=shard.journal_name or JOURNAL_NAME,
+        write=shard.is_main,
     )
-    journal = scan_journal(state, entries, config.crops, config.overlays)
-    todo = [(i, e) for i, e in enumerate(entries) if e.file_name not in journal.done]
+    if shard.is_main:
+        meet(shard)
+    journal = scan_journal(
+        state, entries, config.crops, config.overlays, owns=shard.owns if shard.sharded else None
+    )
+    not_done = [(i, e) for i, e in enumerate(entries) if e.file_name not in journal.done]
+    todo = [(i, e) for i, e in not_done if shard.owns(i)]
     batch_size = config.batch_size or auto_batch_size(
         grounder.device, grounder.per_image_memory_bytes(len(ontology.phrases))
     )
     workers = auto_workers(len(todo), batch_size) if config.num_workers < 0 else config.num_workers
     summary = RunSummary(
-        out_dir=state.out_dir, images=len(entries), resumed=len(entries) - len(todo), threshold=threshold
+        out_dir=state.out_dir, images=len(entries), resumed=len(entries) - len(not_done), threshold=threshold
     )
     summary.skipped.extend(journal.skipped)
     summary.repaired = len(journal.repairs)
@@ -285,6 +357,9 @@ def _open_locked(
         num_workers=workers,
         timer=timer,
         summary=summary,
+        shard=shard,
+        shard_size=sum(1 for i in range(len(entries)) if shard.owns(i)),
+        local_ids=shard.sharded or journal.local_ids,
         started=started,
         wall_start=wall_start,
     )
@@ -345,8 +420,8 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
 
     config, state = run.config, run.state
     bar = tqdm(
-        total=len(run.entries),
-        initial=run.summary.resumed,
+        total=run.shard_size,
+        initial=run.shard_size - len(run.todo),
         unit="img",
         disable=config.quiet,
         dynamic_ncols=True,
@@ -364,9 +439,12 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
                 overlays=config.overlays,
                 strict=config.strict,
                 merge=None if run.merge is None else (run.merge_groups, run.merge.iou),
+                local_ids=run.local_ids,
             )
-            for entry, annotations in run.journal.repairs:
-                writer.submit(repair_outputs, entry, annotations, state, config.crops, config.overlays)
+            for entry, annotations, crops in run.journal.repairs:
+                writer.submit(
+                    repair_outputs, entry, annotations, state, config.crops and crops, config.overlays
+                )
             for predicted in predict_images(
                 run.grounder,
                 [entry for _, entry in run.todo],
@@ -390,7 +468,8 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
 
 
 def finish_run(run: GroundingRun) -> RunSummary:
-    """Assemble ``annotations.json`` from the journal and write ``run.json``."""
+    """Give pending crops their names, assemble ``annotations.json`` from the journals and write
+    ``run.json`` (in a sharded run: rank 0, once every rank is done)."""
     state, summary, timer = run.state, run.summary, run.timer
     info = {
         "description": "vgtool grounding results",
@@ -398,9 +477,13 @@ def finish_run(run: GroundingRun) -> RunSummary:
         "model": state.run_key["model"],
         "images_listed": len(run.entries),
     }
+    journals = journal_paths(state.out_dir)
+    if run.local_ids:
+        with timer.measure("name_crops"):
+            summary.repaired += name_crops(journals, state, run.entries, run.config.crops)
     with timer.measure("assemble"):
         summary.annotations = assemble_annotations(
-            state.journal_path,
+            journals,
             state.out_dir / "annotations.json",
             info=info,
             categories=categories_to_coco(state.ontology.categories),

@@ -7,7 +7,7 @@ re-writes those from the journal before it grounds anything new.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +16,11 @@ import numpy as np
 from vgtool.data.decode import ImageDecodeError, load_rgb
 from vgtool.data.listing import ImageEntry
 from vgtool.ground.output_dir import RunState
+from vgtool.ground.run_folder import journal_paths
 from vgtool.ground.sink import warn, write_image_outputs
 from vgtool.writers.coco import coco_annotations_to_groundings
 from vgtool.writers.crops import crop_path
-from vgtool.writers.journal import read_journal
+from vgtool.writers.journal import read_journals
 from vgtool.writers.overlays import overlay_path
 
 
@@ -30,22 +31,26 @@ class JournalScan:
     Attributes:
         done: file names already journaled (grounded or skipped).
         last_annotation_id: the highest annotation id used so far (0 for a new run).
+        local_ids: some record has image-local annotation ids and pending crops (a sharded run
+            wrote it, see :mod:`~vgtool.ground.crop_names`); its crops are checked there.
         skipped: ``{"file", "reason"}`` of images skipped earlier.
-        repairs: ``(entry, annotations)`` of grounded images whose crops or overlay are missing;
+        repairs: ``(entry, annotations, crops)`` of grounded images whose crops or overlay are
+            missing (``crops``: whether their crops are re-written here, False for image-local ids);
             only these records are kept in memory.
     """
 
     done: set[str] = field(default_factory=set)
     last_annotation_id: int = 0
+    local_ids: bool = False
     skipped: list[dict[str, str]] = field(default_factory=list)
-    repairs: list[tuple[ImageEntry, list[dict[str, Any]]]] = field(default_factory=list)
+    repairs: list[tuple[ImageEntry, list[dict[str, Any]], bool]] = field(default_factory=list)
 
 
 def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overlays: bool) -> bool:
     """Whether a journaled image lacks its overlay or any crop (one stat per expected file)."""
     if overlays and not overlay_path(state.out_dir, record["file_name"]).exists():
         return True
-    if crops:
+    if crops and not record.get("local_ids"):
         names = state.category_names
         for ann in record["annotations"]:
             path = crop_path(state.out_dir, names[ann["category_id"]], record["file_name"], ann["id"])
@@ -54,11 +59,26 @@ def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overl
     return False
 
 
-def scan_journal(state: RunState, entries: Sequence[ImageEntry], crops: bool, overlays: bool) -> JournalScan:
-    """Read the run's journal (the first record of an image wins, as in assembly)."""
+def scan_journal(
+    state: RunState,
+    entries: Sequence[ImageEntry],
+    crops: bool,
+    overlays: bool,
+    owns: Callable[[int], bool] | None = None,
+) -> JournalScan:
+    """Read all of the run's journals (the first record of an image wins, as in assembly).
+
+    Args:
+        owns: whether this process grounds the image at a position (a rank of a sharded run);
+            only those images' lost outputs are listed for repair. None: all.
+    """
     scan = JournalScan()
-    by_name = {e.file_name: e for e in entries} if crops or overlays else {}
-    for rec in read_journal(state.journal_path):
+    by_name = (
+        {e.file_name: e for i, e in enumerate(entries) if owns is None or owns(i)}
+        if crops or overlays
+        else {}
+    )
+    for rec in read_journals(journal_paths(state.out_dir)):
         name = rec["file_name"]
         if name in scan.done:
             continue
@@ -67,9 +87,10 @@ def scan_journal(state: RunState, entries: Sequence[ImageEntry], crops: bool, ov
             scan.skipped.append({"file": name, "reason": rec["skipped"]})
             continue
         annotations = rec.get("annotations", [])
+        scan.local_ids = scan.local_ids or bool(rec.get("local_ids"))
         scan.last_annotation_id = max([scan.last_annotation_id, *(a["id"] for a in annotations)])
         if name in by_name and _outputs_missing(rec, state, crops, overlays):
-            scan.repairs.append((by_name[name], annotations))
+            scan.repairs.append((by_name[name], annotations, not rec.get("local_ids")))
     return scan
 
 

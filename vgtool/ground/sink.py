@@ -3,7 +3,8 @@
 The journal line of an image is written (and flushed per batch) before its crops and overlay are
 queued on the background writer, so the model loop never waits on image encoding or disk, and a
 resumed run knows which outputs an interruption may have lost. Annotation ids count up from 1 in
-image order, across runs that resume one another.
+image order, across runs that resume one another; a rank of a sharded run journals image-local ids
+instead and writes pending crops (see :mod:`~vgtool.ground.crop_names`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from vgtool.data.listing import ImageEntry
 from vgtool.errors import InputError
 from vgtool.ground.merge import merge_phrases
 from vgtool.ground.output_dir import RunState
+from vgtool.ground.run_folder import PENDING_DIR
 from vgtool.groundings import Groundings
 from vgtool.prediction.loop import PredictedBatch
 from vgtool.writers.background import BackgroundWriter
@@ -42,23 +44,26 @@ def write_image_outputs(
     file_name: str,
     crops: bool,
     overlays: bool,
+    pending_image_id: int | None = None,
 ) -> None:
     """Write one image's crops and overlay.
 
     Args:
         image_array: uint8 ``[H, W, 3]``, the displayed image.
         groundings: its boxes; their annotation ids count up from ``first_id``.
+        pending_image_id: the image's id when its crops are pending (image-local ids, named later).
     """
     image = Image.fromarray(image_array)
     ontology = state.ontology
     if crops and len(groundings):
+        pending = pending_image_id is not None
         write_crops(
             image,
             groundings,
             folders=ontology.phrase_categories,
             first_id=first_id,
-            out_dir=state.out_dir,
-            file_name=file_name,
+            out_dir=state.out_dir / PENDING_DIR if pending else state.out_dir,
+            file_name=str(pending_image_id) if pending else file_name,
         )
     if overlays:
         write_overlay(
@@ -75,7 +80,9 @@ class ResultSink:
     """Records each batch's results in order: journal line, then background crops/overlay.
 
     ``merge`` (each phrase's merge group, and the IoU) merges boxes several phrases put on one
-    object (:func:`~vgtool.ground.merge.merge_phrases`) before anything is written.
+    object (:func:`~vgtool.ground.merge.merge_phrases`) before anything is written. With
+    ``local_ids`` each image's annotation ids count from 1, its record says so, and its crops are
+    pending (a rank of a sharded run; see :mod:`~vgtool.ground.crop_names`).
 
     Attributes:
         next_annotation_id: the id the next box gets.
@@ -95,6 +102,7 @@ class ResultSink:
         overlays: bool,
         strict: bool,
         merge: tuple[Sequence[int], float] | None = None,
+        local_ids: bool = False,
         warn: Callable[[str], None] = warn,
     ):
         self.journal = journal
@@ -103,6 +111,7 @@ class ResultSink:
         self.todo = todo
         self.crops, self.overlays, self.strict = crops, overlays, strict
         self.merge = merge
+        self.local_ids = local_ids
         self.warn = warn
         self.next_annotation_id = first_annotation_id
         self.grounded = 0
@@ -130,7 +139,7 @@ class ResultSink:
         batch, groundings = predicted.batch, predicted.groundings[b]
         if self.merge is not None:
             groundings = merge_phrases(groundings, *self.merge)
-        first_id = self.next_annotation_id
+        first_id = 1 if self.local_ids else self.next_annotation_id
         annotations = groundings_to_coco_annotations(
             groundings,
             image_id=image_id,
@@ -138,17 +147,19 @@ class ResultSink:
             category_ids=self.state.ontology.category_ids,
             first_id=first_id,
         )
-        self.next_annotation_id += len(annotations)
+        if not self.local_ids:
+            self.next_annotation_id += len(annotations)
         width, height = (int(v) for v in batch.sizes_wh[b].tolist())
-        self.journal.append(
-            {
-                "image_id": image_id,
-                "file_name": entry.file_name,
-                "width": width,
-                "height": height,
-                "annotations": annotations,
-            }
-        )
+        record = {
+            "image_id": image_id,
+            "file_name": entry.file_name,
+            "width": width,
+            "height": height,
+            "annotations": annotations,
+        }
+        if self.local_ids:
+            record["local_ids"] = True
+        self.journal.append(record)
         self.grounded += 1
         if batch.images is not None and (self.crops or self.overlays):
             self.writer.submit(
@@ -160,6 +171,7 @@ class ResultSink:
                 entry.file_name,
                 self.crops,
                 self.overlays,
+                image_id if self.local_ids else None,
             )
 
     def _skip(self, image_id: int, entry: ImageEntry, reason: str) -> None:

@@ -1,14 +1,15 @@
 """The results journal: one JSON line per image, appended and flushed as results are produced.
 
 It is the run's source of truth: ``annotations.json`` is assembled from it at the end, and a run
-that was interrupted resumes from it (images already in the journal are not processed again).
+that was interrupted resumes from it (images already in the journal are not processed again). The
+ranks of a sharded run keep one journal each; the run's journals are read together.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,9 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 break
+
+
+def read_journals(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    """Yield the complete records of several journals, one journal after the other."""
+    for path in paths:
+        yield from read_journal(path)
