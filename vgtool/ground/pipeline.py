@@ -141,7 +141,7 @@ class GroundingRun:
 
     config: GroundConfig
     inputs: list[str]
-    entries: list[ImageEntry]
+    entries: Sequence[ImageEntry]
     grounder: Grounder
     postprocess: PostProcessConfig
     merge: MergeConfig | None
@@ -275,7 +275,6 @@ def open_run(
             exclude=[out_dir],
             warn=warn,
         )
-    entries = list(entries)
     _warn_shared_stems(entries)
     # before anything is written or loaded
     lock = OutputLock(out_dir, shard.run_id, shared=shard.sharded).acquire()
@@ -290,7 +289,7 @@ def open_run(
 
 def _open_locked(
     inputs: Sequence[str | Path],
-    entries: list[ImageEntry],
+    entries: Sequence[ImageEntry],
     ontology: Ontology,
     lock: OutputLock,
     *,
