@@ -50,8 +50,14 @@ def check_folder(path: str | Path | None, option: str, what: str = "folder") -> 
 
 def check_model(spec: str | Path | None, option: str = "--model") -> None:
     """A ``--model`` spec names something that exists: the bundled model (None or ``default``), a
-    hub model (``hf:...``, resolved later), or a checkpoint or ``save_pretrained`` folder."""
+    hub model (``hf:...``, resolved later), a checkpoint or ``save_pretrained`` folder, or an
+    exported ONNX folder (or a graph file in one)."""
     if spec is not None and str(spec).startswith(HF_PREFIX):
+        return
+    from vgtool.onnx_export.folder import is_onnx_spec, onnx_folder, read_manifest  # torch-free
+
+    if is_onnx_spec(spec):
+        read_manifest(onnx_folder(spec))
         return
     from vgtool.models.bundled import resolve_model_path  # torch-free
 

@@ -1,4 +1,5 @@
-"""``vgtool export``: a slim copy of a checkpoint for shipping (fp16 weights, referenced backbones)."""
+"""``vgtool export``: a slim copy of a checkpoint for shipping (fp16 weights, referenced backbones),
+or, with ``--onnx``, the model as ONNX graphs for ONNX Runtime (optionally int8)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,36 @@ from typing import Annotated
 
 import typer
 
-from vgtool.cli.checks import check_device, check_folder, check_out_folder, check_path
+from vgtool.cli.checks import check_device, check_folder, check_model, check_out_folder, check_path
 from vgtool.cli.options import OUT_FLAGS, DeviceOpt, QuietOpt
 
 
 def export_cli(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/train/best.")],
-    out: Annotated[Path, typer.Option(*OUT_FLAGS, help="Folder to write the exported checkpoint to.")],
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="Checkpoint folder, e.g. runs/train/best; with --onnx also `default` (the bundled "
+            "model) or a Hugging Face model (hf:<id> or a save_pretrained folder)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(*OUT_FLAGS, help="Folder to write the exported model to.")],
+    onnx: Annotated[
+        bool,
+        typer.Option(
+            "--onnx",
+            help="Write ONNX graphs for ONNX Runtime instead (image, phrase and decoding graphs with "
+            "dynamic batch and phrase counts), checked against torch; ground with --model OUT.",
+        ),
+    ] = False,
+    quantize: Annotated[
+        bool,
+        typer.Option(
+            "--quantize", help="With --onnx: int8 weights (dynamic quantisation); a quarter the size."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="With --onnx: replace what is in --out.")
+    ] = False,
     fp16: Annotated[
         bool, typer.Option("--fp16/--fp32", help="Store weights in fp16 (half the size; loads back as fp32).")
     ] = True,
@@ -42,17 +66,47 @@ def export_cli(
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a slim copy of a checkpoint for shipping.
+    """Write a slim copy of a checkpoint for shipping, or the model as ONNX graphs.
 
     fp16 weights, frozen pretrained parts referenced by name. Its metadata (training step,
     validation metrics) is kept. With --calibrate, the model's default score threshold is chosen on
     that data (use a validation split, never the test split).
 
+    With --onnx, the graphs, the config and the tokenizer go to --out, and onnxruntime's outputs are
+    compared with torch's before the export is declared done (the differences are stored in
+    OUT/onnx.json). `vgtool ground DIR --model OUT` then runs on ONNX Runtime (CPU; CUDA where
+    onnxruntime-gpu is installed).
+
     \b
-    Example: vgtool export runs/train/best --out models/shipped --calibrate data/calib --split val
+    Examples:
+      vgtool export runs/train/best --out models/shipped --calibrate data/calib --split val
+      vgtool export default --onnx --out models/default-onnx
+      vgtool export runs/train/best --onnx --quantize --out models/best-int8
     """
     check_device(device)
-    check_folder(checkpoint, "CHECKPOINT", "checkpoint folder")
+    if onnx:
+        if calibrate is not None:
+            raise typer.BadParameter(
+                "calibrate the checkpoint first, then export it with --onnx", param_hint="--calibrate"
+            )
+        check_model(checkpoint, "CHECKPOINT")
+        check_out_folder(out)
+        from vgtool.onnx_export.export import export_onnx
+
+        manifest = export_onnx(checkpoint, out, quantize=quantize, overwrite=overwrite)
+        size = sum((out / name).stat().st_size for name in manifest.graphs.values())
+        check = manifest.check.get("quantized", manifest.check)  # int8: its own differences
+        diffs = ", ".join(f"{k} {v:.2g}" for k, v in check.get("max_abs_diff", {}).items())
+        typer.echo(
+            f"wrote {out} ({len(manifest.graphs)} graphs, {size / 2**20:.1f} MiB"
+            + (f", {manifest.quantization}" if manifest.quantization else "")
+            + f"; largest difference from torch: {diffs or 'not checked'})"
+        )
+        return
+    if quantize or overwrite:
+        raise typer.BadParameter("--quantize and --overwrite go with --onnx", param_hint="--quantize")
+    checkpoint_path = Path(checkpoint)
+    check_folder(checkpoint_path, "CHECKPOINT", "checkpoint folder")
     check_path(calibrate, "--calibrate", "dataset file or folder")
     check_out_folder(out)
 
@@ -66,7 +120,7 @@ def export_cli(
 
         samples = load_samples(DataConfig(path=calibrate, split=split))
         postprocess = choose_threshold(
-            load_grounder(checkpoint, device=device),
+            load_grounder(checkpoint_path, device=device),
             samples,
             max_no_object_fp=max_no_object_fp,
             confidence=confidence,
@@ -79,5 +133,5 @@ def export_cli(
             f"{confidence:.0%} confidence: {postprocess['no_object_fp_bound']:.1%})",
             err=True,
         )
-    path, size = export_checkpoint(checkpoint, out, fp16=fp16, postprocess=postprocess)
+    path, size = export_checkpoint(checkpoint_path, out, fp16=fp16, postprocess=postprocess)
     typer.echo(f"wrote {path} ({size / 2**20:.1f} MiB)")

@@ -4,6 +4,8 @@
   ``architecture`` in its ``config.json`` (:data:`FAMILIES`).
 - A Hugging Face model, ``hf:<hub id>[@revision]`` or a folder saved with ``save_pretrained``: the
   family is its config's ``model_type`` (:data:`HF_FAMILIES`; see :mod:`vgtool.grounders.hf`).
+- An exported ONNX folder (``onnx.json`` and its graphs; ``--model DIR`` or ``DIR/<graph>.onnx``):
+  the family is the manifest's ``family`` (:data:`ONNX_FAMILIES`; see :mod:`vgtool.onnx_export`).
 
 Families are named by import path, so that loading one imports only its own dependencies.
 """
@@ -18,6 +20,7 @@ from vgtool.errors import CheckpointError
 from vgtool.grounders.base import Grounder
 from vgtool.grounders.hf import is_hf_spec, resolve_hf_spec
 from vgtool.models.bundled import resolve_model_path
+from vgtool.onnx_export.folder import is_onnx_spec, onnx_folder, read_manifest
 
 # vgtool checkpoint architecture -> "module:class" of its Grounder; a new family is one line here.
 FAMILIES: dict[str, str] = {
@@ -32,6 +35,11 @@ HF_FAMILIES: dict[str, str] = {
     "owlv2": "vgtool.grounders.owl:OwlGrounder",
     "owlvit": "vgtool.grounders.owl:OwlGrounder",
     "omdet-turbo": "vgtool.grounders.omdet_turbo:OmDetTurboGrounder",
+}
+
+# ONNX manifest family -> "module:class" of its ONNX Runtime Grounder.
+ONNX_FAMILIES: dict[str, str] = {
+    "vlgtr": "vgtool.grounders.vlgtr_onnx:OnnxVLGTRGrounder",
 }
 
 
@@ -55,8 +63,9 @@ def load_grounder(
     """Load the grounder that ``spec`` names, ready for inference.
 
     Args:
-        spec: a vgtool checkpoint folder (None or ``default``: the bundled model), or a Hugging Face
-            model (``hf:<hub id>[@revision]``, or a folder saved with ``save_pretrained``).
+        spec: a vgtool checkpoint folder (None or ``default``: the bundled model), a Hugging Face
+            model (``hf:<hub id>[@revision]``, or a folder saved with ``save_pretrained``), or an
+            exported ONNX folder (run by ONNX Runtime).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         bf16: bf16 autocast; None means on for CUDA, off for CPU.
         compile_model: ``torch.compile`` the model's heavy parts (pays off on long GPU runs).
@@ -67,6 +76,11 @@ def load_grounder(
     """
     from vgtool.device import resolve_device
 
+    if is_onnx_spec(spec):
+        folder = onnx_folder(spec)
+        manifest = read_manifest(folder)
+        family = grounder_class(manifest.family, ONNX_FAMILIES)
+        return family.load(folder, manifest, device=resolve_device(device))
     if is_hf_spec(spec):
         ref = resolve_hf_spec(spec)
         family = grounder_class(ref.model_type, HF_FAMILIES)

@@ -125,12 +125,7 @@ class VLGTRGrounder:
         num_images, num_phrases = len(batch.indices), len(phrases.texts)
         if num_images == 0:
             return []
-        if pairs is None:  # every phrase in every image, image-major (the decoder's fast layout)
-            image_index = torch.arange(num_images).repeat_interleave(num_phrases)
-            text_index = torch.arange(num_phrases).repeat(num_images)
-        else:
-            image_index = torch.tensor([b for b, ids in enumerate(pairs) for _ in ids], dtype=torch.long)
-            text_index = torch.tensor([p for ids in pairs for p in ids], dtype=torch.long)
+        image_index, text_index = pair_index(num_images, num_phrases, pairs)
         with torch.inference_mode(), autocast(self.device, self.bf16):
             pixels = normalize(batch.pixels.to(self.device, non_blocking=True), self.preprocess)
             with measure("backbone"):
@@ -193,6 +188,19 @@ class VLGTRGrounder:
             "parts": parts,
             "config": model_config_dict(config),
         }
+
+
+def pair_index(
+    num_images: int, num_phrases: int, pairs: Sequence[Sequence[int]] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[K]`` image and phrase index of each (image, phrase) pair to decode: with ``pairs`` None,
+    every phrase in every image, image-major (the decoder's fast layout); else the listed phrases of
+    each image."""
+    if pairs is None:
+        image_index = torch.arange(num_images).repeat_interleave(num_phrases)
+        return image_index, torch.arange(num_phrases).repeat(num_images)
+    image_index = torch.tensor([b for b, ids in enumerate(pairs) for _ in ids], dtype=torch.long)
+    return image_index, torch.tensor([p for ids in pairs for p in ids], dtype=torch.long)
 
 
 def decode_pairs(
