@@ -7,6 +7,7 @@ import contextlib
 import glob
 import os
 import pickle
+import random
 import tracemalloc
 from pathlib import Path
 
@@ -313,6 +314,41 @@ def test_find_take_and_contains(listed):
     assert taken.find(expected[12_000].file_name) == 3  # out of order: found one by one
     assert entries[::-1].find(expected[0].file_name) == BIG - 1
     assert entries[100:].find(expected[150].file_name) == 50
+
+
+def test_find_looks_near_first_and_searches_any_list_by_halves(listed):
+    entries, expected = listed
+    name = expected[4_321].file_name
+    for near in (4_321, 4_320, 0, -1, BIG, None):
+        assert entries.find(name, near=near) == 4_321
+    assert entries.find("a/nothing.jpg", near=3) is None
+    shuffled = list(range(BIG))
+    random.Random(5).shuffle(shuffled)
+    unsorted = entries.take([*shuffled, shuffled[7]])  # a repeat at the end: the first one wins
+    assert unsorted.find(expected[shuffled[7]].file_name, near=BIG) == 7
+    assert all(unsorted.find(expected[k].file_name) == i for i, k in enumerate(shuffled[:500]))
+    assert unsorted.find("a/nothing.jpg") is None and unsorted.find("") is None
+
+
+def test_from_entries_keeps_the_order_names_and_paths(odd, listed):
+    entries, expected = listed
+    assert ImageList.from_entries(entries) is entries
+    again = ImageList.from_entries(expected)
+    assert (
+        isinstance(again, ImageList) and again == expected and again.find(expected[-1].file_name) == BIG - 1
+    )
+    mixed = [
+        ImageEntry(path=Path("x/b.jpg"), file_name="b.jpg"),
+        ImageEntry(path=Path("/elsewhere/renamed.png"), file_name="sub/a.png"),
+        ImageEntry(path=odd / "café_日本.jpg", file_name="café_日本.jpg"),
+        ImageEntry(path=Path("z/z\udcff.jpg"), file_name="z\udcff.jpg"),
+        ImageEntry(path=Path("x/a.jpg"), file_name="a.jpg"),
+    ]
+    made = ImageList.from_entries(mixed)
+    assert list(made) == mixed and made == mixed and list(made.file_names()) == [e.file_name for e in mixed]
+    assert [made.find(e.file_name) for e in mixed] == [0, 1, 2, 3, 4]
+    assert pickle.loads(pickle.dumps(made)) == mixed and made.take([4, 0]) == [mixed[4], mixed[0]]
+    assert ImageList.from_entries([]) == [] and ImageList.from_entries([]).find("a.jpg") is None
 
 
 def test_image_root_of_a_list_and_of_images_from_two_folders(odd, big):

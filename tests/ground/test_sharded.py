@@ -1,15 +1,19 @@
 """Sharded grounding under torchrun: two gloo ranks on CPU write what one process writes, byte for
-byte; a rank that stopped early is finished by a resume in one process; ranks share the lock."""
+byte; a rank that stopped early, or was killed while it ran, is finished by a resume in one process
+or under another world size; ranks share the lock."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from vgtool.errors import OutputLocked
@@ -21,12 +25,14 @@ from vgtool.writers.journal import Journal
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun and flock: POSIX only")
 NUM_IMAGES = 7  # odd: the ranks' shares differ
+KILLED_IMAGES = 41  # enough that a rank is still grounding when its first line is journaled
+TIMEOUT_S = 180
 # batch size 1: every image meets the model alone in either run, so the numbers cannot differ
 ARGS = ["-p", "circle", "-p", "square=box", "--threshold", "0", "--top-k", "2", "--workers", "0", "-b", "1"]
 COMPARED = ("annotations.json", "results.json", "run-key.json")
 
 
-def _ground(images: Path, out: Path, checkpoint: Path, ranks: int = 1) -> None:
+def _command(images: Path, out: Path, checkpoint: Path, ranks: int = 1) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
         env.pop(name, None)
@@ -35,8 +41,20 @@ def _ground(images: Path, out: Path, checkpoint: Path, ranks: int = 1) -> None:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         launcher += ["--nproc-per-node", str(ranks), "-m", "vgtool"]
     command = [*launcher, "ground", str(images), *ARGS, "--model", str(checkpoint), "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    return command, env
+
+
+def _ground(images: Path, out: Path, checkpoint: Path, ranks: int = 1) -> None:
+    command, env = _command(images, out, checkpoint, ranks)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def _lines(path: Path) -> list[bytes]:
+    try:
+        return path.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
 
 
 def _outputs(out: Path) -> dict[str, bytes | None]:
@@ -48,15 +66,18 @@ def _outputs(out: Path) -> dict[str, bytes | None]:
     return files
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def _image_folder(folder: Path, count: int) -> Path:
     from tests.conftest import random_image
 
-    folder = tmp_path_factory.mktemp("sharded") / "images"
     folder.mkdir()
-    for i in range(NUM_IMAGES):
-        random_image(40, 32, seed=i).save(folder / f"img{i}.png")
+    for i in range(count):
+        random_image(40, 32, seed=i).save(folder / f"img{i:02d}.png")
     return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return _image_folder(tmp_path_factory.mktemp("sharded") / "images", NUM_IMAGES)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +125,97 @@ def test_a_rank_that_stopped_early_is_finished_by_one_process(
     assert _outputs(out) == _outputs(single)
     counts = json.loads((out / "run.json").read_text())["counts"]
     assert counts["grounded_this_run"] == len(rest) and counts["already_done"] == NUM_IMAGES - len(rest)
+
+
+@pytest.fixture(scope="module")
+def more_images(tmp_path_factory) -> Path:
+    return _image_folder(tmp_path_factory.mktemp("killed") / "images", KILLED_IMAGES)
+
+
+@pytest.fixture(scope="module")
+def more_single(more_images, tiny_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("more_single") / "out"
+    _ground(more_images, out, tiny_checkpoint)
+    return out
+
+
+def _rank_process(launcher: psutil.Process, rank: int) -> psutil.Process | None:
+    """The process torchrun started for ``rank``, once it is there."""
+    for child in launcher.children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "vgtool" in child.cmdline():
+                return child
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+@pytest.fixture(scope="module")
+def killed(more_images, tiny_checkpoint, tmp_path_factory) -> Path:
+    """The output folder of two ranks, rank 1 killed (SIGKILL) while it grounded, as soon as its
+    journal held a line; torchrun then stops rank 0."""
+    out = tmp_path_factory.mktemp("killed_out") / "out"
+    command, env = _command(more_images, out, tiny_checkpoint, ranks=2)
+    log = out.parent / "stderr.txt"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            launcher = psutil.Process(process.pid)
+            rank1 = None
+            deadline = time.monotonic() + TIMEOUT_S
+            while process.poll() is None and time.monotonic() < deadline:
+                rank1 = rank1 or _rank_process(launcher, 1)
+                if rank1 is not None and any(
+                    line.endswith(b"\n") for line in _lines(out / "journal.rank1-of-2.jsonl")
+                ):
+                    break
+                time.sleep(0.01)
+            assert process.poll() is None and rank1 is not None, log.read_text(errors="replace")[-4000:]
+            rank1.send_signal(signal.SIGKILL)
+            code = process.wait(timeout=TIMEOUT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert code != 0, "torchrun reported success although a rank was killed"
+    assert not (out / "annotations.json").exists()
+    return out
+
+
+def test_a_rank_killed_while_it_runs_leaves_valid_journals(killed):
+    shares = {0: len(range(0, KILLED_IMAGES, 2)), 1: len(range(1, KILLED_IMAGES, 2))}
+    for rank, share in shares.items():
+        lines = _lines(killed / f"journal.rank{rank}-of-2.jsonl")
+        if rank == 0:  # the rank that was stopped, not killed, leaves only whole lines
+            assert all(line.endswith(b"\n") for line in lines)
+        complete = [json.loads(line) for line in lines if line.endswith(b"\n")]
+        assert len(complete) < share or rank == 0, "rank 1 finished before the kill; use more images"
+        assert all(record["image_id"] % 2 == (rank + 1) % 2 for record in complete)
+        assert all(record.get("local_ids") for record in complete if "skipped" not in record)
+    assert _lines(killed / "journal.rank1-of-2.jsonl"), "rank 1 was killed before its first line"
+
+
+@pytest.mark.parametrize("ranks", [1, 3], ids=["one-process", "three-ranks"])
+def test_a_run_whose_rank_was_killed_is_finished_by_a_resume(
+    killed, more_single, more_images, tiny_checkpoint, tmp_path, ranks
+):
+    """One process, or three ranks (a third world size: each rank reads the two ranks' journals),
+    finish the run to the bytes of one uninterrupted process."""
+    out = tmp_path / "out"
+    shutil.copytree(killed, out)
+    done = sum(
+        line.endswith(b"\n") for rank in (0, 1) for line in _lines(out / f"journal.rank{rank}-of-2.jsonl")
+    )
+    _ground(more_images, out, tiny_checkpoint, ranks=ranks)
+    outputs = _outputs(out)
+    # a crop or overlay the kill cut short leaves its temporary file (.<name>.<pid>-<thread>.tmp)
+    leftovers = [name for name in outputs if Path(name).name.startswith(".") and name.endswith(".tmp")]
+    assert {k: v for k, v in outputs.items() if k not in leftovers} == _outputs(more_single)
+    assert not (out / PENDING_DIR).exists()
+    counts = json.loads((out / "run.json").read_text())["counts"]
+    assert counts["already_done"] == done and counts["grounded_this_run"] == KILLED_IMAGES - done
+    if ranks == 3:
+        assert {p.name for p in journal_paths(out)} >= {f"journal.rank{r}-of-3.jsonl" for r in range(3)}
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 8])

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vgtool.data.decode import ImageDecodeError, load_rgb
-from vgtool.data.listing import ImageEntry
+from vgtool.data.listing import ImageEntry, ImageList
 
 
 @dataclass
@@ -52,7 +52,9 @@ class ImageFileDataset(Dataset):
     """Items are dicts: ``index``, and either ``pixels``/``size_wh``/``image`` or ``error``.
 
     Args:
-        entries: the images.
+        entries: the images; an :class:`~vgtool.data.image_list.ImageList` is kept as it is and
+            indexed as items are asked for (a worker receives its buffers, not an object per
+            image), any other sequence is copied into a list.
         transform: ``PIL RGB image -> [3, H, W]`` model input tensor (picklable: it runs in workers).
         keep_images: also return the decoded image, for crops and overlays.
     """
@@ -63,7 +65,7 @@ class ImageFileDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         keep_images: bool,
     ):
-        self.entries = list(entries)
+        self.entries = entries if isinstance(entries, ImageList) else list(entries)
         self.transform = transform
         self.keep_images = keep_images
 

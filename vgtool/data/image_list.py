@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import os
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, islice, pairwise, repeat
 from pathlib import Path
@@ -61,7 +61,7 @@ class ImageList(Sequence[ImageEntry]):
     buffers (only the images selected, when a slice uses less than half of them).
     """
 
-    __slots__ = ("_names", "_offsets", "_order", "_prefixes", "_rows", "_sorted")
+    __slots__ = ("_by_name", "_names", "_offsets", "_order", "_prefixes", "_rows", "_sorted")
     __hash__ = None  # type: ignore[assignment]  # equality is by content, as for a list
 
     def __init__(
@@ -91,6 +91,31 @@ class ImageList(Sequence[ImageEntry]):
         self._prefixes = tuple(prefixes)
         self._order = order
         self._sorted = is_sorted
+        self._by_name: array | None = None  # positions in file_name order, made by find if needed
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[ImageEntry]) -> ImageList:
+        """The images of ``entries`` in their order, stored compactly; an :class:`ImageList` is
+        returned as it is."""
+        if isinstance(entries, ImageList):
+            return entries
+        names = bytearray()
+        offsets = array("Q", [0])
+        rows = array("I")
+        prefixes: list[tuple[str, str]] = []
+        row_of: dict[tuple[str, str], int] = {}
+        for entry in entries:
+            pair = _split(entry.file_name, str(entry.path))
+            row = row_of.setdefault(pair, len(prefixes))
+            if row == len(prefixes):
+                prefixes.append(pair)
+            names += entry.file_name.encode(*_ENCODING)
+            offsets.append(len(names))
+            rows.append(row)
+        keys = (names[offsets[k] : offsets[k + 1]] for k in range(len(rows)))
+        is_sorted = all(a < b for a, b in pairwise(keys))
+        order = array("I", range(len(rows)))
+        return cls(names, offsets, rows, prefixes, order, is_sorted=is_sorted)
 
     def __len__(self) -> int:
         return len(self._order)
@@ -147,22 +172,28 @@ class ImageList(Sequence[ImageEntry]):
         """Every ``file_name`` in order, without making the entries (much cheaper to iterate)."""
         return map(self._file_name, self._order)
 
-    def find(self, file_name: str) -> int | None:
-        """The position of the image named ``file_name``, or None; by halves in a list in
-        ``file_name`` order (as :func:`~vgtool.data.listing.list_images` returns it)."""
+    def find(self, file_name: str, near: int | None = None) -> int | None:
+        """The position of the image named ``file_name``, or None (the first one, should a list
+        made by :meth:`take` or :meth:`from_entries` hold the name twice).
+
+        Searches by halves: a list in ``file_name`` order (as
+        :func:`~vgtool.data.listing.list_images` returns it) directly, any other through an index
+        of its positions in name order, made at its first search (4 bytes per image).
+
+        Args:
+            near: in a list in ``file_name`` order, a position to look at first (where a journal
+                recorded the image); when the image is there, no search is made.
+        """
         key = file_name.encode(*_ENCODING)
-        if not self._sorted:
-            return next((k for k, stored in enumerate(self._order) if self._key(stored) == key), None)
-        low, high = 0, len(self._order)
-        while low < high:
-            middle = (low + high) // 2
-            if self._key(self._order[middle]) < key:
-                low = middle + 1
-            else:
-                high = middle
-        if low < len(self._order) and self._key(self._order[low]) == key:
-            return low
-        return None
+        count = len(self._order)
+        if self._sorted:
+            if near is not None and 0 <= near < count and self._key(self._order[near]) == key:
+                return near
+            low = self._lower_bound(key, count, self._order.__getitem__)
+            return low if low < count and self._key(self._order[low]) == key else None
+        by_name = self._name_index()
+        low = self._lower_bound(key, count, lambda place: self._order[by_name[place]])
+        return by_name[low] if low < count and self._key(self._order[by_name[low]]) == key else None
 
     def take(self, positions: Iterable[int]) -> ImageList:
         """The images at ``positions``, in that order, sharing this list's buffers."""
@@ -190,6 +221,26 @@ class ImageList(Sequence[ImageEntry]):
 
     def _key(self, stored: int) -> bytes:
         return self._names[self._offsets[stored] : self._offsets[stored + 1]]
+
+    def _lower_bound(self, key: bytes, count: int, stored_at: Callable[[int], int]) -> int:
+        """The first of ``count`` places whose name (``stored_at(place)`` is its stored image)
+        is not below ``key``, the names being in order."""
+        low, high = 0, count
+        while low < high:
+            middle = (low + high) // 2
+            if self._key(stored_at(middle)) < key:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def _name_index(self) -> array:
+        """The positions of an unsorted list in ``file_name`` order (equal names: first first)."""
+        if self._by_name is None:
+            order = self._order
+            ranked = sorted(range(len(order)), key=lambda k: self._key(order[k]))
+            self._by_name = array("I", ranked)
+        return self._by_name
 
     def _file_name(self, stored: int) -> str:
         return str(self._key(stored), *_ENCODING)

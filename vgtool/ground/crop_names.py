@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from vgtool.data.listing import ImageEntry
+from vgtool.data.listing import ImageList
 from vgtool.ground.output_dir import RunState
 from vgtool.ground.run_folder import PENDING_DIR
 from vgtool.writers.assemble import numbered_records
@@ -28,19 +28,16 @@ def pending_crop_path(out_dir: Path, category: str, image_id: int, index: int) -
     return crop_path(out_dir / PENDING_DIR, category, str(image_id), index)
 
 
-def name_crops(
-    journal_paths: Sequence[Path], state: RunState, entries: Sequence[ImageEntry], crops: bool = True
-) -> int:
+def name_crops(journal_paths: Sequence[Path], state: RunState, entries: ImageList, crops: bool = True) -> int:
     """Move every pending crop to its final name, re-write the crops that neither name holds (by
     decoding the image again), and drop ``.pending``; returns the number of images re-written.
     Without ``crops`` (a run that writes none) only ``.pending`` is dropped.
 
     Safe to repeat: a crop already moved is found under its final name.
     """
-    from vgtool.ground.resume import repair_outputs
+    from vgtool.ground.resume import journaled_position, repair_outputs
 
     out_dir, names = state.out_dir, state.category_names
-    by_name = {e.file_name: e for e in entries}
     repaired = 0
     for record in numbered_records(journal_paths) if crops else ():
         if not record.get("local_ids"):
@@ -55,8 +52,9 @@ def name_crops(
                 os.replace(pending, final)
             elif not final.exists():
                 missing = True
-        if missing and record["file_name"] in by_name:
-            repair_outputs(by_name[record["file_name"]], record["annotations"], state, True, False)
+        position = journaled_position(entries, record) if missing else None
+        if position is not None:
+            repair_outputs(entries[position], record["annotations"], state, True, False)
             repaired += 1
     shutil.rmtree(out_dir / PENDING_DIR, ignore_errors=True)
     return repaired

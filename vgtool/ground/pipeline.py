@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from vgtool import __version__
-from vgtool.data.listing import ImageEntry, image_root, list_images
+from vgtool.data.listing import ImageEntry, ImageList, image_root, list_images
 from vgtool.errors import InputError
 from vgtool.ground.crop_names import name_crops
 from vgtool.ground.folder_lock import OutputLock
@@ -35,6 +37,7 @@ from vgtool.ground.phrases import Ontology, build_ontology
 from vgtool.ground.resume import JournalScan, repair_outputs, scan_journal
 from vgtool.ground.run_folder import JOURNAL_NAME, journal_paths
 from vgtool.ground.shard import Shard, gather, join_group, leave_group, meet, shard_from_env
+from vgtool.ground.shared_stems import find_shared_stems
 from vgtool.ground.sink import ResultSink, warn
 from vgtool.ground.stopping import sigterm_as_interrupt, write_failures_stop_the_run
 from vgtool.grounders import Grounder, load_grounder
@@ -127,7 +130,9 @@ class GroundingRun:
     """An opened run: everything :func:`ground_images` and :func:`finish_run` need.
 
     Attributes:
-        todo: ``(position in entries, entry)`` of this process's images not yet journaled.
+        entries: the run's images, in image-id order (an image's id is its position + 1).
+        todo: ``[T]`` int64, the positions in ``entries`` of this process's images not yet
+            journaled, ascending.
         shard: this process's place in a sharded run (rank 0 of 1 for one process).
         shard_size: how many of the images are this process's.
         local_ids: journal image-local annotation ids and write pending crops (see
@@ -141,7 +146,7 @@ class GroundingRun:
 
     config: GroundConfig
     inputs: list[str]
-    entries: Sequence[ImageEntry]
+    entries: ImageList
     grounder: Grounder
     postprocess: PostProcessConfig
     merge: MergeConfig | None
@@ -149,7 +154,7 @@ class GroundingRun:
     state: RunState
     lock: OutputLock
     journal: JournalScan
-    todo: list[tuple[int, ImageEntry]]
+    todo: np.ndarray
     batch_size: int
     num_workers: int
     timer: StageTimer
@@ -241,11 +246,15 @@ def _gather_summaries(run: GroundingRun) -> None:
     )
     if not run.shard.sharded or not run.shard.is_main:
         return
-    position = {e.file_name: i for i, e in enumerate(run.entries)}
+
+    def position(skipped: dict[str, str]) -> int:
+        found = run.entries.find(skipped["file"])
+        return -1 if found is None else found
+
     summary.grounded = sum(grounded for grounded, _, _ in shares)
     summary.repaired = sum(repaired for _, repaired, _ in shares)
     skipped = [s for _, _, rank_skipped in shares for s in rank_skipped]
-    summary.skipped = [*run.journal.skipped, *sorted(skipped, key=lambda s: position.get(s["file"], -1))]
+    summary.skipped = [*run.journal.skipped, *sorted(skipped, key=position)]
 
 
 def open_run(
@@ -275,6 +284,7 @@ def open_run(
             exclude=[out_dir],
             warn=warn,
         )
+    entries = ImageList.from_entries(entries)
     _warn_shared_stems(entries)
     # before anything is written or loaded
     lock = OutputLock(out_dir, shard.run_id, shared=shard.sharded).acquire()
@@ -289,7 +299,7 @@ def open_run(
 
 def _open_locked(
     inputs: Sequence[str | Path],
-    entries: Sequence[ImageEntry],
+    entries: ImageList,
     ontology: Ontology,
     lock: OutputLock,
     *,
@@ -329,14 +339,13 @@ def _open_locked(
     journal = scan_journal(
         state, entries, config.crops, config.overlays, owns=shard.owns if shard.sharded else None
     )
-    not_done = [(i, e) for i, e in enumerate(entries) if e.file_name not in journal.done]
-    todo = [(i, e) for i, e in not_done if shard.owns(i)]
+    todo = journal.todo(shard)
     batch_size = config.batch_size or auto_batch_size(
         grounder.device, grounder.per_image_memory_bytes(len(ontology.phrases))
     )
     workers = auto_workers(len(todo), batch_size) if config.num_workers < 0 else config.num_workers
     summary = RunSummary(
-        out_dir=state.out_dir, images=len(entries), resumed=len(entries) - len(not_done), threshold=threshold
+        out_dir=state.out_dir, images=len(entries), resumed=journal.resumed, threshold=threshold
     )
     summary.skipped.extend(journal.skipped)
     summary.repaired = len(journal.repairs)
@@ -357,7 +366,7 @@ def _open_locked(
         timer=timer,
         summary=summary,
         shard=shard,
-        shard_size=sum(1 for i in range(len(entries)) if shard.owns(i)),
+        shard_size=len(range(shard.rank, len(entries), shard.world_size)),
         local_ids=shard.sharded or journal.local_ids,
         started=started,
         wall_start=wall_start,
@@ -371,25 +380,14 @@ def _jsonable(value: object) -> object:
     return str(value) if isinstance(value, Path) else value
 
 
-def _warn_shared_stems(entries: Sequence[ImageEntry]) -> None:
+def _warn_shared_stems(entries: ImageList) -> None:
     """Warn once when images of one folder share a stem (a.png, a.jpg): annotations.json keeps
     them apart by file name, and so do vgtool's label exports, but tools that name label files by
     stem (YOLO, VOC) overwrite one with the other."""
-    seen: dict[str, str] = {}
-    pairs = []
-    for entry in entries:
-        stem = (
-            entry.file_name.rsplit(".", 1)[0]
-            if "." in entry.file_name.rsplit("/", 1)[-1]
-            else entry.file_name
-        )
-        if stem.casefold() in seen:
-            pairs.append((seen[stem.casefold()], entry.file_name))
-        else:
-            seen[stem.casefold()] = entry.file_name
-    if pairs:
-        first, second = pairs[0]
-        more = f" and {len(pairs) - 1} more such pairs" if len(pairs) > 1 else ""
+    shared = find_shared_stems(entries)
+    if shared is not None:
+        first, second = shared.first
+        more = f" and {shared.pairs - 1} more such pairs" if shared.pairs > 1 else ""
         warn(
             f"{first} and {second} share a name stem{more}; vgtool export-labels keeps them apart, "
             "but tools that name label files by stem would mix them up"
@@ -432,6 +430,7 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
                 journal_file,
                 writer,
                 state,
+                run.entries,
                 run.todo,
                 first_annotation_id=run.journal.last_annotation_id + 1,
                 crops=config.crops,
@@ -446,7 +445,7 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
                 )
             for predicted in predict_images(
                 run.grounder,
-                [entry for _, entry in run.todo],
+                run.entries.take(run.todo),
                 state.ontology.texts,
                 postprocess=run.postprocess,
                 batch_size=run.batch_size,

@@ -7,16 +7,17 @@ re-writes those from the journal before it grounds anything new.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vgtool.data.decode import ImageDecodeError, load_rgb
-from vgtool.data.listing import ImageEntry
+from vgtool.data.listing import ImageEntry, ImageList
 from vgtool.ground.output_dir import RunState
 from vgtool.ground.run_folder import journal_paths
+from vgtool.ground.shard import Shard
 from vgtool.ground.sink import warn, write_image_outputs
 from vgtool.writers.coco import coco_annotations_to_groundings
 from vgtool.writers.crops import crop_path
@@ -29,7 +30,8 @@ class JournalScan:
     """What an earlier run left in the journal, read in one streaming pass.
 
     Attributes:
-        done: file names already journaled (grounded or skipped).
+        done: ``[N]`` bool, per position in the run's image list: the image is already journaled
+            (grounded or skipped).
         last_annotation_id: the highest annotation id used so far (0 for a new run).
         local_ids: some record has image-local annotation ids and pending crops (a sharded run
             wrote it, see :mod:`~vgtool.ground.crop_names`); its crops are checked there.
@@ -39,11 +41,22 @@ class JournalScan:
             only these records are kept in memory.
     """
 
-    done: set[str] = field(default_factory=set)
+    done: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     last_annotation_id: int = 0
     local_ids: bool = False
     skipped: list[dict[str, str]] = field(default_factory=list)
     repairs: list[tuple[ImageEntry, list[dict[str, Any]], bool]] = field(default_factory=list)
+
+    @property
+    def resumed(self) -> int:
+        """How many of the run's images are already journaled."""
+        return int(np.count_nonzero(self.done))
+
+    def todo(self, shard: Shard) -> np.ndarray:
+        """``[T]`` int64: the positions, ascending, of the images not journaled yet that
+        ``shard`` grounds."""
+        left = np.flatnonzero(~self.done)
+        return left[left % shard.world_size == shard.rank] if shard.sharded else left
 
 
 def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overlays: bool) -> bool:
@@ -59,38 +72,55 @@ def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overl
     return False
 
 
+def journaled_position(entries: ImageList, record: dict[str, Any]) -> int | None:
+    """The position in ``entries`` of the image a journal record is about, or None when it is not
+    listed; the record's ``image_id`` (its position + 1 when it was journaled) is looked at first."""
+    image_id = record.get("image_id")
+    return entries.find(record["file_name"], near=image_id - 1 if isinstance(image_id, int) else None)
+
+
 def scan_journal(
     state: RunState,
-    entries: Sequence[ImageEntry],
+    entries: ImageList,
     crops: bool,
     overlays: bool,
     owns: Callable[[int], bool] | None = None,
 ) -> JournalScan:
     """Read all of the run's journals (the first record of an image wins, as in assembly).
 
+    What is done is marked by position (one byte per listed image); only the names of journaled
+    images that are not listed are kept, to tell their repeats.
+
     Args:
         owns: whether this process grounds the image at a position (a rank of a sharded run);
             only those images' lost outputs are listed for repair. None: all.
     """
-    scan = JournalScan()
-    by_name = (
-        {e.file_name: e for i, e in enumerate(entries) if owns is None or owns(i)}
-        if crops or overlays
-        else {}
-    )
+    scan = JournalScan(done=np.zeros(len(entries), dtype=bool))
+    unlisted: set[str] = set()
     for rec in read_journals(journal_paths(state.out_dir)):
         name = rec["file_name"]
-        if name in scan.done:
+        position = journaled_position(entries, rec)
+        if position is None:
+            if name in unlisted:
+                continue
+            unlisted.add(name)
+        elif scan.done[position]:
             continue
-        scan.done.add(name)
+        else:
+            scan.done[position] = True
         if "skipped" in rec:
             scan.skipped.append({"file": name, "reason": rec["skipped"]})
             continue
         annotations = rec.get("annotations", [])
         scan.local_ids = scan.local_ids or bool(rec.get("local_ids"))
         scan.last_annotation_id = max([scan.last_annotation_id, *(a["id"] for a in annotations)])
-        if name in by_name and _outputs_missing(rec, state, crops, overlays):
-            scan.repairs.append((by_name[name], annotations, not rec.get("local_ids")))
+        if (
+            (crops or overlays)
+            and position is not None
+            and (owns is None or owns(position))
+            and _outputs_missing(rec, state, crops, overlays)
+        ):
+            scan.repairs.append((entries[position], annotations, not rec.get("local_ids")))
     return scan
 
 

@@ -84,6 +84,9 @@ class ResultSink:
     ``local_ids`` each image's annotation ids count from 1, its record says so, and its crops are
     pending (a rank of a sharded run; see :mod:`~vgtool.ground.crop_names`).
 
+    A batch's ``indices`` are places in ``todo``, the positions in ``entries`` (the run's images)
+    of the images being grounded; an image's id is its position + 1.
+
     Attributes:
         next_annotation_id: the id the next box gets.
         grounded: images grounded by this run.
@@ -95,7 +98,8 @@ class ResultSink:
         journal: Journal,
         writer: BackgroundWriter,
         state: RunState,
-        todo: Sequence[tuple[int, ImageEntry]],
+        entries: Sequence[ImageEntry],
+        todo: Sequence[int],
         *,
         first_annotation_id: int,
         crops: bool,
@@ -108,6 +112,7 @@ class ResultSink:
         self.journal = journal
         self.writer = writer
         self.state = state
+        self.entries = entries
         self.todo = todo
         self.crops, self.overlays, self.strict = crops, overlays, strict
         self.merge = merge
@@ -127,7 +132,8 @@ class ResultSink:
         failures = dict(batch.failures)
         position = {index: b for b, index in enumerate(batch.indices)}
         for index in sorted([*position, *failures]):
-            image_id, entry = self.todo[index]
+            image_id = int(self.todo[index])
+            entry = self.entries[image_id]
             if index in failures:
                 self._skip(image_id, entry, failures[index])
             else:
