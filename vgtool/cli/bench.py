@@ -60,15 +60,29 @@ def bench_cli(
     ] = None,
     top_k: TopKOpt = 0,
     repeats: Annotated[
-        int, typer.Option("--repeats", min=1, help="Model-only timings: best of this many.")
+        int,
+        typer.Option(
+            "--repeats", min=1, help="Rounds, each timing every stage once; figures are the best round's."
+        ),
     ] = 5,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime",
+            help="What runs the model: torch or onnx (ONNX Runtime; a model that is not an ONNX export "
+            "is exported first), or both to compare: torch,onnx (the first one's figures are also the "
+            "report's top-level ones).",
+        ),
+    ] = "torch",
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure grounding (or training) throughput.
 
-    Model-only vs end-to-end images/s, time per stage, phrase scaling and memory. A model with
-    random weights boxes everything: --top-k caps what it writes.
+    Decoding, the model and writing, each timed alone, against the whole run end to end (taken in
+    turns, best of --repeats rounds), and end to end over the slowest stage; time per stage,
+    phrase scaling and memory. A model with random weights boxes everything: --top-k caps what it
+    writes.
 
     With --train-recipe, train the recipe's first stage for 2 epochs with and without cached vision
     features and report samples/s (--set overrides the recipe).
@@ -94,6 +108,7 @@ def bench_cli(
         check_recipe(train_recipe, sets, "--train-recipe")
     check_out_file(out_json)
     counts = _image_counts(memory_scaling)
+    runtimes = _runtimes(runtime)
     out_json.parent.mkdir(parents=True, exist_ok=True)
 
     if train_recipe is not None:
@@ -105,6 +120,7 @@ def bench_cli(
         return
 
     from vgtool.bench import bench
+    from vgtool.bench_table import format_report
 
     report = bench(
         model=model,
@@ -119,9 +135,22 @@ def bench_cli(
         baseline=baseline,
         top_k=top_k,
         repeats=repeats,
+        runtimes=runtimes,
         quiet=quiet,
     )
-    typer.echo(json.dumps(report, indent=2))
+    typer.echo(format_report(report))
+    typer.echo(f"report: {out_json}")
+
+
+def _runtimes(runtime: str) -> tuple[str, ...]:
+    """``--runtime torch,onnx`` -> ``("torch", "onnx")`` (repeats dropped)."""
+    names = tuple(dict.fromkeys(part.strip() for part in runtime.split(",") if part.strip()))
+    if not names:
+        raise typer.BadParameter("name a runtime, e.g. torch or torch,onnx", param_hint="'--runtime'")
+    unknown = [name for name in names if name not in ("torch", "onnx")]
+    if unknown:
+        raise typer.BadParameter(f"{unknown[0]!r}: runtimes are torch and onnx", param_hint="'--runtime'")
+    return names
 
 
 def _image_counts(memory_scaling: str | None) -> tuple[int, ...]:

@@ -66,7 +66,7 @@ def export_cli(
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a slim copy of a checkpoint for shipping, or the model as ONNX graphs.
+    """Write a slim checkpoint for shipping, or ONNX graphs.
 
     fp16 weights, frozen pretrained parts referenced by name. Its metadata (training step,
     validation metrics) is kept. With --calibrate, the model's default score threshold is chosen on
