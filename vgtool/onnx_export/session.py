@@ -62,6 +62,9 @@ def open_session(
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # No busy-waiting between runs: spinning threads would take the cores from the decoding
+    # workers, the writer threads and torch, which run between the graphs' calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=providers_for(device_type))
     except Exception as err:  # onnxruntime raises its own exception types for every load failure
