@@ -349,3 +349,16 @@ def test_ground_pipeline_writes_annotations_crops_and_overlays(tiny_omdet, image
     assert len(per_image_phrase) == 6 and set(per_image_phrase.values()) == {2}  # top-2 of each phrase
     assert len(list((out / "crops").rglob("*.jpg"))) == len(document["annotations"])
     assert len(list((out / "overlays").rglob("*.jpg"))) == 3
+
+
+def test_onnx_export_is_refused_in_one_line(tiny_omdet, tmp_path):
+    """A traced OmDet-Turbo graph holds the traced prompt (its text cache is keyed in Python)."""
+    from vgtool.errors import CheckpointError
+    from vgtool.onnx_export.export import export_onnx
+
+    with pytest.raises(CheckpointError) as caught:
+        export_onnx(tiny_omdet, tmp_path / "onnx")
+    message = str(caught.value)
+    assert "OmDet-Turbo cannot be exported to ONNX" in message and "prompt" in message
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a partial export is left behind

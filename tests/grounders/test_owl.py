@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_clip import BOS, EOS, clip_tokenizer, vocab_and_merges  # tests/grounders/tiny_clip.py
+from tiny_owl import SIZES, save_tiny_owl  # tests/grounders/tiny_owl.py
 
 from vgtool.data.decode import load_rgb
 from vgtool.data.image_dataset import ImageBatch, collate_images
@@ -21,60 +21,15 @@ from vgtool.grounders import load_grounder
 from vgtool.grounders.owl import OwlGrounder
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig
-from vgtool.torchvision_compat import ensure_torchvision_importable
 
 PHRASES = ["a photo of a cat", "dog", "the man in the red shirt"]
 ALL = PostProcessConfig(threshold=0.0, top_k=0, nms_iou=1.0)  # every box of every phrase
-# family -> (vision image_size, patch_size); OWL-ViT gets 3 x 3 patches, OWLv2 4 x 4
-SIZES = {"owlv2": (64, 16), "owlvit": (96, 32)}
-
-
-def _build(family: str, folder) -> None:
-    """A tiny random OWL model and its processor, saved as a Hugging Face folder."""
-    ensure_torchvision_importable()
-    import transformers
-
-    vocab, _ = vocab_and_merges()
-    image_size, patch_size = SIZES[family]
-    text = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        vocab_size=len(vocab),
-        max_position_embeddings=16,
-        bos_token_id=vocab[BOS],
-        eos_token_id=vocab[EOS],
-        pad_token_id=0,
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
-    prefix = "Owlv2" if family == "owlv2" else "OwlViT"
-    config = getattr(transformers, f"{prefix}Config")(
-        text_config=text, vision_config=vision, projection_dim=32, initializer_range=0.02
-    )
-    torch.manual_seed(0)
-    model = getattr(transformers, f"{prefix}ForObjectDetection")(config).eval()
-    size = {"height": image_size, "width": image_size}
-    image_processor = getattr(transformers, f"{prefix}ImageProcessor")(size=size, crop_size=size)
-    tokenizer = clip_tokenizer(pad_token="!", model_max_length=16)
-    processor = getattr(transformers, f"{prefix}Processor")(
-        image_processor=image_processor, tokenizer=tokenizer
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module", params=["owlv2", "owlvit"])
 def tiny_owl(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param) / "model"
-    _build(request.param, folder)
+    save_tiny_owl(request.param, folder)
     return request.param, folder
 
 

@@ -25,8 +25,9 @@ def export_cli(
         bool,
         typer.Option(
             "--onnx",
-            help="Write ONNX graphs for ONNX Runtime instead (image, phrase and decoding graphs with "
-            "dynamic batch and phrase counts), checked against torch; ground with --model OUT.",
+            help="Write the model as ONNX graphs for ONNX Runtime instead (any batch size and phrase "
+            "count), checked against torch; ground with --model OUT. VL-GTR checkpoints, OWLv2, "
+            "OWL-ViT, Grounding DINO and MM-Grounding-DINO.",
         ),
     ] = False,
     quantize: Annotated[

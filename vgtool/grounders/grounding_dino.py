@@ -18,6 +18,9 @@ to the displayed image.
 Images of different sizes are never batched together: padding them to one shape changes the boxes
 even with pixel masks (tiny test models, a 120x80 image padded next to a taller one: its matched
 boxes moved by a median 4-6 px, up to 40 px); same-size images batch exactly (within 1e-6).
+
+The model is called in one place, :meth:`GroundingDinoGrounder.raw_outputs`; the ONNX Runtime
+grounder (:mod:`vgtool.grounders.grounding_dino_onnx`) replaces it with a graph.
 """
 
 from __future__ import annotations
@@ -84,14 +87,27 @@ class GroundingDinoGrounder:
 
     Attributes:
         model: the ``...ForObjectDetection`` model, in eval mode on ``device``.
-        tokenizer, image_processor: the checkpoint's processor parts.
+        config: its config.
+        processor: the checkpoint's processor; ``tokenizer``, ``image_processor``: its parts.
         ref: where it came from.
     """
 
     def __init__(
-        self, model: Any, processor: Any, ref: HFModelRef, device: torch.device, *, bf16: bool, compiled: bool
+        self,
+        model: Any,
+        processor: Any,
+        ref: HFModelRef,
+        device: torch.device,
+        *,
+        bf16: bool,
+        compiled: bool,
+        config: Any | None = None,
     ):
+        """``config`` defaults to ``model.config``; a runtime that runs an exported graph instead of
+        the torch model passes ``model=None`` and the config alone."""
         self.model = model
+        self.config = model.config if config is None else config
+        self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
         self.ref = ref
@@ -101,7 +117,7 @@ class GroundingDinoGrounder:
         self.bf16 = bf16
         self.compiled = compiled
         self.default_threshold = DEFAULT_THRESHOLD
-        self.max_text_len = int(model.config.max_text_len)
+        self.max_text_len = int(self.config.max_text_len)
         self.image_transform = ImageProcessorTransform(self.image_processor)
 
     @classmethod
@@ -142,7 +158,7 @@ class GroundingDinoGrounder:
         cross-attention weights (``heads x tokens x max_text_len``, 4 live copies). Phrases only add
         captions, which run one after another, so they do not count."""
         height, width = _largest_input_hw(self.image_processor.size)
-        config = self.model.config
+        config = self.config
         backbone_width = getattr(config.backbone_config, "embed_dim", 96)
         tokens = sum((height // s) * (width // s) for s in (8, 16, 32, 64))
         pixels = 3 * height * width * (1 + 4)
@@ -181,20 +197,11 @@ class GroundingDinoGrounder:
                 rows = [g for g, b in enumerate(image_ids) if wanted[b].intersection(caption.phrase_ids)]
                 if not rows:
                     continue
-                with torch.inference_mode(), autocast(self.device, self.bf16), measure("model"):
-                    outputs = self.model(
-                        pixel_values=pixels[rows],
-                        input_ids=caption.input_ids.repeat(len(rows), 1),
-                        attention_mask=caption.attention_mask.repeat(len(rows), 1),
-                        token_type_ids=caption.token_type_ids.repeat(len(rows), 1),
-                    )
+                pred_boxes, logits = self.raw_outputs(pixels[rows], caption, measure)
                 with torch.inference_mode(), measure("postprocess"):
                     row_images = [image_ids[g] for g in rows]
                     boxes_xyxy, scores = phrase_detections(
-                        outputs.pred_boxes.float(),
-                        outputs.logits.float(),
-                        caption.spans,
-                        sizes_wh[row_images],
+                        pred_boxes, logits, caption.spans, sizes_wh[row_images]
                     )  # [R, Q, 4] pixels, [R, P_c, Q]
                     chosen = [
                         (r, k, b, p)
@@ -209,6 +216,25 @@ class GroundingDinoGrounder:
                         found[(b, p)] = result
         with measure("postprocess"):
             return Groundings.from_pairs(((b, p, *found[(b, p)]) for b, p in sorted(found)), num_images)
+
+    def raw_outputs(
+        self, pixels: torch.Tensor, caption: Caption, measure: Measure = no_measure
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward of ``[R, 3, H, W]`` same-size processed images with one caption.
+
+        Returns:
+            ``pred_boxes`` ``[R, Q, 4]`` cxcywh in [0, 1] of each image and ``logits`` ``[R, Q, T]``
+            per token (``T = max_text_len``, ``-inf`` past the caption), float32 on :attr:`device`.
+        """
+        rows = len(pixels)
+        with torch.inference_mode(), autocast(self.device, self.bf16), measure("model"):
+            outputs = self.model(
+                pixel_values=pixels.to(self.device),
+                input_ids=caption.input_ids.repeat(rows, 1),
+                attention_mask=caption.attention_mask.repeat(rows, 1),
+                token_type_ids=caption.token_type_ids.repeat(rows, 1),
+            )
+        return outputs.pred_boxes.float(), outputs.logits.float()
 
     # ---- for people -----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -16,6 +16,10 @@ image and clipped to it (boxes then under a pixel across, which lay in the paddi
 OWL-ViT resizes without padding: its boxes scale by ``(w, h)``. Scores are
 the sigmoid of the class logits, as transformers' ``post_process_object_detection`` computes them,
 but for every phrase rather than only each box's best one.
+
+The model is called in two places only, :meth:`OwlGrounder.embed_text` (the text tower) and
+:meth:`OwlGrounder.raw_outputs` (the vision tower and heads); the ONNX Runtime grounder
+(:mod:`vgtool.grounders.owl_onnx`) replaces those two with graphs and keeps everything else.
 """
 
 from __future__ import annotations
@@ -62,12 +66,25 @@ class OwlGrounder:
 
     Attributes:
         model: ``Owlv2ForObjectDetection`` or ``OwlViTForObjectDetection``, in eval mode.
+        config: its config (``Owlv2Config`` or ``OwlViTConfig``).
         processor: the matching processor (tokenizer and image processor).
         ref: where the model came from.
     """
 
-    def __init__(self, model: Any, processor: Any, ref: HFModelRef, device: torch.device, *, bf16: bool):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        ref: HFModelRef,
+        device: torch.device,
+        *,
+        bf16: bool,
+        config: Any | None = None,
+    ):
+        """``config`` defaults to ``model.config``; a runtime that runs exported graphs instead of
+        the torch model passes ``model=None`` and the config alone."""
         self.model = model
+        self.config = model.config if config is None else config
         self.processor = processor
         self.ref = ref
         self.family = ref.model_type
@@ -110,9 +127,7 @@ class OwlGrounder:
     @property
     def max_text_length(self) -> int:
         """Tokens per phrase, with start and end tokens (16 for the released checkpoints)."""
-        return min(
-            self.processor.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings
-        )
+        return min(self.processor.tokenizer.model_max_length, self.config.text_config.max_position_embeddings)
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:
@@ -123,14 +138,14 @@ class OwlGrounder:
             "bf16": self.bf16,
             "compiled": self.compiled,
             "image_processor": type(self.processor.image_processor).__name__,
-            "input_size": self.model.config.vision_config.image_size,
+            "input_size": self.config.vision_config.image_size,
         }
 
     def per_image_memory_bytes(self, num_phrases: int) -> int:
         """Input pixels (float32, and the processor's padded copy), the vision tower's live
         activations (about 16 tensors of tokens x width, one layer's attention matrix) and, per
         phrase, the logits, boxes and selection tensors over every patch."""
-        vision = self.model.config.vision_config
+        vision = self.config.vision_config
         side = vision.image_size
         patches = (side // vision.patch_size) ** 2
         tokens = patches + 1
@@ -145,7 +160,7 @@ class OwlGrounder:
         class head compares patches with (``forward``'s ``query_embeds``)."""
         texts = tuple(phrases)
         if not texts:
-            return EncodedPhrases(texts=(), features=torch.zeros(0, self.model.config.projection_dim))
+            return EncodedPhrases(texts=(), features=torch.zeros(0, self.config.projection_dim))
         tokenizer, limit = self.processor.tokenizer, self.max_text_length
         lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
         warnings = tuple(
@@ -157,12 +172,8 @@ class OwlGrounder:
             # as the processor pads them: to max_length, so the embeddings are the forward's own
             tokens = tokenizer(
                 list(texts), padding="max_length", truncation=True, max_length=limit, return_tensors="pt"
-            ).to(self.device)
-            text = self.base_model.get_text_features(
-                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
             )
-            query_embeds = getattr(text, "pooler_output", text).float()  # [P, D] (a tensor before v5)
-            query_embeds = query_embeds / torch.linalg.norm(query_embeds, ord=2, dim=-1, keepdim=True)
+            query_embeds = self.embed_text(tokens["input_ids"], tokens["attention_mask"])
         return EncodedPhrases(texts=texts, features=query_embeds, warnings=warnings)
 
     def predict(
@@ -187,7 +198,7 @@ class OwlGrounder:
         logits, boxes_cxcywh = [], []
         with torch.inference_mode():
             for images, pixels in same_size_groups(batch.pixels):
-                group_logits, group_boxes = self._forward(pixels, phrases.features, measure)
+                group_logits, group_boxes = self.raw_outputs(pixels, phrases.features, measure)
                 logits.append((images, group_logits))
                 boxes_cxcywh.append((images, group_boxes))
         with measure("postprocess"), torch.inference_mode():
@@ -203,22 +214,29 @@ class OwlGrounder:
                 num_images,
             )
 
-    def _forward(
-        self, pixels: torch.Tensor, query_embeds: torch.Tensor, measure: Measure
+    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The text tower: ``[P, L]`` token ids and mask, padded to :attr:`max_text_length` ->
+        ``[P, D]`` float32 unit-norm query embeddings (:func:`text_query_embeds`)."""
+        return text_query_embeds(
+            self.base_model, input_ids.to(self.device), attention_mask.to(self.device)
+        ).float()
+
+    def raw_outputs(
+        self, pixels: torch.Tensor, query_embeds: torch.Tensor, measure: Measure = no_measure
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``[B, N, P]`` of the N patches for the P phrases, and boxes ``[B, N, 4]``
-        cxcywh in [0, 1] of the processed (for OWLv2: padded-square) image, both float32."""
+        """The vision tower and heads: ``[B, 3, S, S]`` processed images and ``[P, D]`` query
+        embeddings -> logits ``[B, N, P]`` of the N patches for the P phrases, and boxes
+        ``[B, N, 4]`` cxcywh in [0, 1] of the processed (for OWLv2: padded-square) image, both
+        float32 on :attr:`device`."""
         pixels = pixels.to(self.device, non_blocking=True)
         with measure("backbone"), autocast(self.device, self.bf16):
             feature_map, _ = self.model.image_embedder(pixel_values=pixels)  # [B, h, w, D]
         # The heads (the "decoder" stage) are small: they run in float32 even under bf16, so the
         # boxes and scores keep their precision.
         with measure("decoder"), torch.autocast(self.device.type, enabled=False):
-            feature_map = feature_map.float()
-            image_feats = feature_map.flatten(1, 2)  # [B, N, D]
-            queries = query_embeds.to(self.device)[None].expand(len(pixels), -1, -1)  # [B, P, D]
-            logits, _ = self.model.class_predictor(image_feats, queries, None)
-            boxes_cxcywh = self.model.box_predictor(image_feats, feature_map)
+            logits, boxes_cxcywh = patch_predictions(
+                self.model, feature_map.float(), query_embeds.to(self.device)
+            )
         return logits.float(), boxes_cxcywh.float()
 
     def _to_pixels(self, boxes_cxcywh: torch.Tensor, sizes_wh: torch.Tensor) -> torch.Tensor:
@@ -261,6 +279,42 @@ class OwlGrounder:
             "parts": parts,
             "config": self.model.config.to_dict(),
         }
+
+
+def text_query_embeds(base_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The text tower as ``forward`` feeds its class head.
+
+    Args:
+        base_model: the ``Owlv2Model``/``OwlViTModel`` inside the detector.
+        input_ids, attention_mask: ``[P, L]``, padded to the model's length as the processor pads.
+
+    Returns:
+        ``[P, D]`` projected text embeddings, scaled to unit norm (``forward``'s ``query_embeds``).
+    """
+    text = base_model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+    query_embeds = getattr(text, "pooler_output", text)  # [P, D] (a tensor before transformers 5)
+    return query_embeds / torch.linalg.norm(query_embeds, ord=2, dim=-1, keepdim=True)
+
+
+def patch_predictions(
+    model: Any, feature_map: torch.Tensor, query_embeds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detector's class and box heads on every patch, for every phrase.
+
+    Args:
+        model: ``Owlv2ForObjectDetection`` or ``OwlViTForObjectDetection``.
+        feature_map: ``[B, h, w, D]`` from ``model.image_embedder``.
+        query_embeds: ``[P, D]`` from :func:`text_query_embeds`.
+
+    Returns:
+        ``logits`` ``[B, N, P]`` (``N = h * w`` patches) and ``boxes_cxcywh`` ``[B, N, 4]`` in
+        [0, 1] of the processed image.
+    """
+    image_feats = feature_map.flatten(1, 2)  # [B, N, D]
+    queries = query_embeds[None].expand(feature_map.shape[0], -1, -1)  # [B, P, D]
+    logits, _ = model.class_predictor(image_feats, queries, None)
+    boxes_cxcywh = model.box_predictor(image_feats, feature_map)
+    return logits, boxes_cxcywh
 
 
 def _ungroup(parts: list[tuple[list[int], torch.Tensor]], num_images: int) -> torch.Tensor:

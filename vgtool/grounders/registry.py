@@ -40,6 +40,10 @@ HF_FAMILIES: dict[str, str] = {
 # ONNX manifest family -> "module:class" of its ONNX Runtime Grounder.
 ONNX_FAMILIES: dict[str, str] = {
     "vlgtr": "vgtool.grounders.vlgtr_onnx:OnnxVLGTRGrounder",
+    "owlv2": "vgtool.grounders.owl_onnx:OnnxOwlGrounder",
+    "owlvit": "vgtool.grounders.owl_onnx:OnnxOwlGrounder",
+    "grounding-dino": "vgtool.grounders.grounding_dino_onnx:OnnxGroundingDinoGrounder",
+    "mm-grounding-dino": "vgtool.grounders.grounding_dino_onnx:OnnxGroundingDinoGrounder",
 }
 
 

@@ -24,6 +24,7 @@ from vgtool.grounders.vlgtr import MAX_PAIRS_PER_DECODE, pair_index
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
 from vgtool.onnx_export.folder import OnnxManifest
+from vgtool.onnx_export.runtime_info import onnx_description, onnx_identity, runtime_settings
 from vgtool.onnx_export.session import open_session, run
 from vgtool.onnx_export.vlgtr import (
     DECODE_OUTPUTS,
@@ -43,7 +44,6 @@ class OnnxVLGTRGrounder:
         sessions: graph role (``image``, ``text``, ``decode``) -> ``InferenceSession``.
     """
 
-    runtime = "onnxruntime"
 
     def __init__(
         self,
@@ -97,21 +97,10 @@ class OnnxVLGTRGrounder:
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:
-        """The source model's identity, marked as run by onnxruntime (and quantised, where it is):
-        float results match torch only to rounding, so the two never share a resumed run."""
-        runtime = "onnx" + (f"-{self.manifest.quantization}" if self.manifest.quantization else "")
-        return {
-            "model": f"{self.manifest.source.get('model', '?')}+{runtime}",
-            "model_config": self.manifest.source.get("model_config", "?"),
-        }
+        return onnx_identity(self.manifest)
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "runtime": self.runtime,
-            "providers": self.sessions["image"].get_providers(),
-            "quantization": self.manifest.quantization,
-            "threads": self.sessions["image"].get_session_options().intra_op_num_threads,
-        }
+        return runtime_settings(self.sessions, self.manifest)
 
     def per_image_memory_bytes(self, num_phrases: int) -> int:
         """As the torch grounder's estimate: pixels, the backbone's live activations, and the
@@ -195,32 +184,18 @@ class OnnxVLGTRGrounder:
 
     # ---- for people -----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        """The source model's description as stored at export, the graphs and the runtime
-        (``vgtool info``)."""
+        """The graphs, the source model's domain and metadata as stored at export (``vgtool info``)."""
         extra = self.manifest.extra
-        counts = extra.get("graph_parameters", {})
-        weights = f"stored in the graph ({self.manifest.quantization or 'float32'})"
-        parts = {
-            role: {"total": int(counts.get(role, 0)), "trainable": 0, "source": name, "weights": weights}
-            for role, name in self.manifest.graphs.items()
-        }
-        return {
-            "path": str(self.folder),
-            "architecture": f"{extra.get('architecture', self.family)} (ONNX Runtime)",
-            "domain": extra.get("domain"),
-            "meta": {
-                **(extra.get("meta") or {}),
-                "onnx": {"source": self.manifest.source, "check": self.manifest.check},
-            },
-            "config_hash": self.manifest.source.get("model_config", "?"),
-            "parameters": {"total": sum(p["total"] for p in parts.values()), "trainable": 0},
-            "default_threshold": self.default_threshold,
-            "parts": parts,
-            "config": extra.get("config") or {},
-            "runtime": self.runtime,
-            "quantization": self.manifest.quantization,
-            "settings": self.settings(),
-        }
+        description = onnx_description(
+            self.folder,
+            self.manifest,
+            default_threshold=self.default_threshold,
+            config=extra.get("config") or {},
+        )
+        description["architecture"] = f"{extra.get('architecture', self.family)} (ONNX Runtime)"
+        description["domain"] = extra.get("domain")
+        description["meta"] = {**(extra.get("meta") or {}), **description["meta"]}
+        return description
 
 
 def _load_tokenizer(folder: Path, max_length: int) -> PhraseTokenizer:

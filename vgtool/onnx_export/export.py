@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from vgtool.errors import CheckpointError
 from vgtool.onnx_export.folder import OnnxManifest, write_manifest
@@ -21,6 +23,11 @@ from vgtool.onnx_export.folder import OnnxManifest, write_manifest
 # it then measures the quantised graphs' differences from torch too.
 EXPORTERS: dict[str, str] = {
     "vlgtr": "vgtool.onnx_export.vlgtr:export_vlgtr",
+    "owlv2": "vgtool.onnx_export.owl:export_owl",
+    "owlvit": "vgtool.onnx_export.owl:export_owl",
+    "grounding-dino": "vgtool.onnx_export.grounding_dino:export_grounding_dino",
+    "mm-grounding-dino": "vgtool.onnx_export.grounding_dino:export_grounding_dino",
+    "omdet-turbo": "vgtool.onnx_export.omdet_turbo:export_omdet_turbo",
 }
 OPSET = 18
 
@@ -35,30 +42,46 @@ def export_onnx(
 ) -> OnnxManifest:
     """Export the model ``spec`` names (as ``--model`` takes it) into ``out``.
 
+    The graphs are written into a folder beside ``out`` and moved into place only when the export
+    and its check have passed, so a failed export leaves ``out`` as it was.
+
     Raises:
-        CheckpointError: the family has no ONNX exporter, or onnxruntime does not reproduce torch.
+        CheckpointError: ``out`` is not empty (without ``overwrite``), the family has no ONNX
+            export, or onnxruntime does not reproduce torch.
     """
     from vgtool.grounders import load_grounder
 
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CheckpointError(f"{out}: not empty; pass --overwrite or choose another --out")
     grounder = load_grounder(spec, device="cpu", bf16=False)
     if grounder.family not in EXPORTERS:
         raise CheckpointError(
             f"{spec}: no ONNX export for the {grounder.family} family (exportable: {', '.join(sorted(EXPORTERS))})"
         )
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise CheckpointError(f"{out}: not empty; pass --overwrite or choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _export_into(grounder, partial, quantize=quantize, opset=opset)
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
+    return manifest
+
+
+def _export_into(grounder: Any, folder: Path, *, quantize: bool, opset: int) -> OnnxManifest:
     module_name, name = EXPORTERS[grounder.family].split(":")
     module = importlib.import_module(module_name)
-    manifest = getattr(module, name)(grounder, out, opset=opset)
+    manifest = getattr(module, name)(grounder, folder, opset=opset)
     if quantize:
         from vgtool.onnx_export.quantize import quantize_folder
 
-        manifest = quantize_folder(out, manifest)
+        manifest = quantize_folder(folder, manifest)
         if hasattr(module, "check_against_torch"):
-            int8 = module.check_against_torch(grounder, out, manifest, enforce=False)
+            int8 = module.check_against_torch(grounder, folder, manifest, enforce=False)
             manifest = replace(manifest, check={**manifest.check, "quantized": int8})
-            write_manifest(out, manifest)
+            write_manifest(folder, manifest)
     return manifest

@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +31,7 @@ from vgtool.errors import CheckpointError
 from vgtool.models.base import GroundingModel
 from vgtool.models.memory import ImageMemory, TextMemory
 from vgtool.onnx_export.folder import OnnxManifest, write_manifest
+from vgtool.onnx_export.runtime_info import graph_parameters
 
 IMAGE_INPUTS = ("pixels",)
 IMAGE_OUTPUTS = ("image_tokens", "image_keys")
@@ -208,7 +208,7 @@ def export_vlgtr(grounder: Any, out: Path, *, opset: int) -> OnnxManifest:
             "domain": described["domain"],
             "meta": described["meta"],
             "config": described["config"],
-            "graph_parameters": {role: graph_parameters(out / name) for role, name in GRAPHS.items()},
+            "graph_parameters": graph_parameters(out, GRAPHS),
         },
     )
     write_manifest(out, manifest)
@@ -216,14 +216,6 @@ def export_vlgtr(grounder: Any, out: Path, *, opset: int) -> OnnxManifest:
     manifest = replace(manifest, check=check)
     write_manifest(out, manifest)
     return manifest
-
-
-def graph_parameters(path: Path) -> int:
-    """How many weights a graph stores (elements of its initializers)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return sum(int(np.prod(init.dims)) for init in model.graph.initializer)
 
 
 def check_against_torch(
