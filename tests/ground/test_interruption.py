@@ -189,3 +189,20 @@ def test_failed_assembly_keeps_the_previous_annotations(image_folder, tmp_path, 
         ground([image_folder], PHRASES, out_dir=out, model=tiny_checkpoint, config=config)
     assert (out / "annotations.json").read_bytes() == before
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_a_resume_removes_the_temporaries_a_killed_run_left(image_folder, tmp_path, tiny_checkpoint):
+    """A kill mid-write leaves ``.<name>.<pid>-<thread>.tmp`` beside the crops and overlays; the
+    resume (folder locked, nothing else writing) deletes them and nothing else."""
+    out = tmp_path / "out"
+    assert subprocess.run(_command(image_folder, tiny_checkpoint, out), capture_output=True).returncode == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    crop_folder = next(p for p in (out / "crops").iterdir() if p.is_dir())
+    stale = [crop_folder / ".x_1.jpg.4242-1.tmp", out / "overlays" / "sub" / ".deep.png.jpg.4242-2.tmp"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    assert subprocess.run(_command(image_folder, tiny_checkpoint, out), capture_output=True).returncode == 0
+    assert not any(path.exists() for path in stale)
+    after = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert after == before

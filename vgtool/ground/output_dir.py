@@ -132,6 +132,8 @@ def prepare_output_dir(
             elif target.exists() or target.is_symlink():
                 target.unlink()
     if write:
+        if existing == run_key:
+            remove_stale_temporaries(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(key_path, (json.dumps(run_key, indent=2, ensure_ascii=False) + "\n").encode())
@@ -140,3 +142,22 @@ def prepare_output_dir(
         except OSError as err:
             raise InputError(f"{out_dir}: cannot write output folder ({err.strerror or err})") from err
     return RunState(out_dir=out_dir, journal_path=out_dir / journal_name, ontology=ontology, run_key=run_key)
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete the half-written ``.<name>.<pid>-<thread>.tmp`` files a killed run left among its crops
+    and overlays (see :func:`vgtool.atomic.atomic_open`); returns how many.
+
+    Called while resuming, with the folder locked and before any rank of the run writes, so every
+    such file is stale. Only the image folders are walked: the run's own files are rewritten whole.
+    """
+    removed = 0
+    for name in ("crops", "overlays", PENDING_DIR):
+        folder = out_dir / name
+        if not folder.is_dir():
+            continue
+        for path in folder.rglob(".*.tmp"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
