@@ -37,8 +37,8 @@ ModelOpt = Annotated[
         help="A vgtool checkpoint folder; 'default' (the bundled model, synthetic shapes only); or a "
         "zero-shot model: hf:<hub id>[@revision] (hf:IDEA-Research/grounding-dino-tiny, "
         "hf:google/owlv2-base-patch16-ensemble, hf:google/owlvit-base-patch32, "
-        "hf:omlab/omdet-turbo-swin-tiny-hf) or a folder saved with save_pretrained. "
-        "Default: the bundled model.",
+        "hf:omlab/omdet-turbo-swin-tiny-hf) or a folder saved with save_pretrained; or a folder "
+        "written by `vgtool export MODEL --onnx` (runs on ONNX Runtime). Default: the bundled model.",
     ),
 ]
 PhraseOpt = Annotated[
