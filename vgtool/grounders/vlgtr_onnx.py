@@ -44,7 +44,6 @@ class OnnxVLGTRGrounder:
         sessions: graph role (``image``, ``text``, ``decode``) -> ``InferenceSession``.
     """
 
-
     def __init__(
         self,
         folder: Path,
