@@ -111,7 +111,7 @@ def load_runtime_grounder(
         InputError: ``runtime`` is not one of :data:`RUNTIMES`, or the model cannot run on it.
     """
     from vgtool.grounders import load_grounder
-    from vgtool.onnx_export.folder import is_onnx_spec
+    from vgtool.onnx_runtime.folder import is_onnx_spec
 
     if runtime not in RUNTIMES:
         raise InputError(f"--runtime: {runtime!r} is not one of {', '.join(RUNTIMES)}")

@@ -23,11 +23,11 @@ from vgtool.ground import shared_stems
 from vgtool.ground.output_dir import RunState
 from vgtool.ground.phrases import build_ontology
 from vgtool.ground.resume import scan_journal
-from vgtool.ground.run_folder import journal_paths
 from vgtool.ground.shard import Shard
 from vgtool.ground.shared_stems import find_shared_stems
 from vgtool.writers.assemble import _records_in_order, assemble_annotations
 from vgtool.writers.journal import Journal
+from vgtool.writers.run_folder import journal_paths
 
 BIG = 20_000
 FOLDERS = ("a", "a/b", "b", "c.d")

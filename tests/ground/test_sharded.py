@@ -18,10 +18,10 @@ import pytest
 
 from vgtool.errors import OutputLocked
 from vgtool.ground.folder_lock import OutputLock, check_unlocked
-from vgtool.ground.run_folder import PENDING_DIR, journal_paths
 from vgtool.ground.shard import Shard, shard_from_env
 from vgtool.writers.assemble import assemble_annotations
 from vgtool.writers.journal import Journal
+from vgtool.writers.run_folder import PENDING_DIR, journal_paths
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun and flock: POSIX only")
 NUM_IMAGES = 7  # odd: the ranks' shares differ

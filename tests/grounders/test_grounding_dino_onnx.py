@@ -27,7 +27,7 @@ from vgtool.grounders.grounding_dino_onnx import OnnxGroundingDinoGrounder
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
-from vgtool.onnx_export.folder import read_manifest
+from vgtool.onnx_runtime.folder import read_manifest
 
 EVERYTHING = PostProcessConfig(threshold=0.0, top_k=0, nms_iou=1.0)  # every query of every pair
 PHRASES = ["red car", "a dog on a bench", "car", "person", "the man in the blue shirt"]

@@ -23,7 +23,7 @@ from vgtool.grounders.owl_onnx import OnnxOwlGrounder
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
-from vgtool.onnx_export.folder import read_manifest
+from vgtool.onnx_runtime.folder import read_manifest
 
 ALL = PostProcessConfig(threshold=0.0, top_k=0, nms_iou=1.0)  # every box of every phrase
 PHRASES = ["a photo of a cat", "dog", "the man in the red shirt", "blue square", "a star", "left car"]

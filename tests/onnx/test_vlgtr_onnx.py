@@ -21,7 +21,7 @@ from vgtool.ground.pipeline import GroundConfig, ground
 from vgtool.grounders import load_grounder
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
-from vgtool.onnx_export.folder import read_manifest
+from vgtool.onnx_runtime.folder import read_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "vgtool" / "assets" / "examples"
 PHRASES = ["the red circle", "all blue squares", "a", "the green star left of the cross", "shape"]

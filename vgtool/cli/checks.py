@@ -54,7 +54,7 @@ def check_model(spec: str | Path | None, option: str = "--model") -> None:
     exported ONNX folder (or a graph file in one)."""
     if spec is not None and str(spec).startswith(HF_PREFIX):
         return
-    from vgtool.onnx_export.folder import is_onnx_spec, onnx_folder, read_manifest  # torch-free
+    from vgtool.onnx_runtime.folder import is_onnx_spec, onnx_folder, read_manifest  # torch-free
 
     if is_onnx_spec(spec):
         read_manifest(onnx_folder(spec))

@@ -23,7 +23,7 @@ from typing import Literal
 from vgtool.data.image_list import ImageEntry, ImageList, ImageListBuilder, entry_root
 from vgtool.data.output_folders import OutputFolders
 from vgtool.errors import InputError
-from vgtool.ground.run_folder import JOURNAL_NAME, RUN_KEY_NAME
+from vgtool.writers.run_folder import JOURNAL_NAME, RUN_KEY_NAME
 
 __all__ = ["DEFAULT_EXTENSIONS", "LIST_SUFFIXES", "ImageEntry", "ImageList", "image_root", "list_images"]
 

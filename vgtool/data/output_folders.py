@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from vgtool.ground.run_folder import JOURNAL_NAME, RUN_KEY_NAME, is_run_folder
+from vgtool.writers.run_folder import JOURNAL_NAME, RUN_KEY_NAME, is_run_folder
 
 
 class OutputFolders:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from vgtool.data.listing import ImageList
 from vgtool.ground.output_dir import RunState
-from vgtool.ground.run_folder import PENDING_DIR
 from vgtool.writers.assemble import numbered_records
 from vgtool.writers.crops import crop_path
+from vgtool.writers.run_folder import PENDING_DIR
 
 
 def pending_crop_path(out_dir: Path, category: str, image_id: int, index: int) -> Path:

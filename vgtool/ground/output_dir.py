@@ -17,8 +17,8 @@ from vgtool.atomic import write_bytes_atomic
 from vgtool.errors import InputError
 from vgtool.ground.merge import MergeConfig
 from vgtool.ground.phrases import Ontology
-from vgtool.ground.run_folder import JOURNAL_NAME, PENDING_DIR, RUN_KEY_NAME, journal_paths
 from vgtool.models.postprocess import PostProcessConfig
+from vgtool.writers.run_folder import JOURNAL_NAME, PENDING_DIR, RUN_KEY_NAME, journal_paths
 
 RESULTS_NAME = "results.json"
 OUTPUTS = (

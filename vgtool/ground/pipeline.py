@@ -35,7 +35,6 @@ from vgtool.ground.merge import MergeConfig, phrase_groups
 from vgtool.ground.output_dir import RESULTS_NAME, RunState, prepare_output_dir
 from vgtool.ground.phrases import Ontology, build_ontology
 from vgtool.ground.resume import JournalScan, repair_outputs, scan_journal
-from vgtool.ground.run_folder import JOURNAL_NAME, journal_paths
 from vgtool.ground.shard import Shard, gather, join_group, leave_group, meet, shard_from_env
 from vgtool.ground.shared_stems import find_shared_stems
 from vgtool.ground.sink import ResultSink, warn
@@ -50,6 +49,7 @@ from vgtool.writers.background import BackgroundWriter
 from vgtool.writers.coco import categories_to_coco
 from vgtool.writers.journal import Journal
 from vgtool.writers.manifest import write_manifest
+from vgtool.writers.run_folder import JOURNAL_NAME, journal_paths
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ import numpy as np
 from vgtool.data.decode import ImageDecodeError, load_rgb
 from vgtool.data.listing import ImageEntry, ImageList
 from vgtool.ground.output_dir import RunState
-from vgtool.ground.run_folder import journal_paths
 from vgtool.ground.shard import Shard
 from vgtool.ground.sink import warn, write_image_outputs
 from vgtool.writers.coco import coco_annotations_to_groundings
 from vgtool.writers.crops import crop_path
 from vgtool.writers.journal import read_journals
 from vgtool.writers.overlays import overlay_path
+from vgtool.writers.run_folder import journal_paths
 
 
 @dataclass

@@ -19,7 +19,6 @@ from vgtool.data.listing import ImageEntry
 from vgtool.errors import InputError
 from vgtool.ground.merge import merge_phrases
 from vgtool.ground.output_dir import RunState
-from vgtool.ground.run_folder import PENDING_DIR
 from vgtool.groundings import Groundings
 from vgtool.prediction.loop import PredictedBatch
 from vgtool.writers.background import BackgroundWriter
@@ -27,6 +26,7 @@ from vgtool.writers.coco import groundings_to_coco_annotations
 from vgtool.writers.crops import write_crops
 from vgtool.writers.journal import Journal
 from vgtool.writers.overlays import write_overlay
+from vgtool.writers.run_folder import PENDING_DIR
 
 
 def warn(message: str) -> None:

@@ -19,10 +19,14 @@ from vgtool.errors import CheckpointError
 from vgtool.grounders.base import Measure, no_measure
 from vgtool.grounders.grounding_dino import MODEL_CLASSES, Caption, GroundingDinoGrounder
 from vgtool.grounders.hf import HFModelRef, load_pretrained
-from vgtool.onnx_export.folder import OnnxManifest
-from vgtool.onnx_export.grounding_dino import INPUTS, OUTPUTS
-from vgtool.onnx_export.runtime_info import onnx_description, onnx_identity, runtime_settings
-from vgtool.onnx_export.session import open_session, run
+from vgtool.onnx_runtime.folder import OnnxManifest
+from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
+from vgtool.onnx_runtime.session import open_session, run
+
+# The graph's name, inputs and outputs (see vgtool.onnx_export.grounding_dino, which writes it).
+GRAPHS = {"model": "model.onnx"}
+INPUTS = ("pixel_values", "input_ids", "attention_mask", "token_type_ids")
+OUTPUTS = ("logits", "pred_boxes")
 
 
 class OnnxGroundingDinoGrounder(GroundingDinoGrounder):

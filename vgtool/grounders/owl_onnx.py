@@ -18,10 +18,16 @@ from vgtool.errors import CheckpointError
 from vgtool.grounders.base import Measure, no_measure
 from vgtool.grounders.hf import HFModelRef, load_pretrained
 from vgtool.grounders.owl import ARCHITECTURES, OwlGrounder
-from vgtool.onnx_export.folder import OnnxManifest
-from vgtool.onnx_export.owl import IMAGE_INPUTS, IMAGE_OUTPUTS, TEXT_INPUTS, TEXT_OUTPUTS
-from vgtool.onnx_export.runtime_info import onnx_description, onnx_identity, runtime_settings
-from vgtool.onnx_export.session import open_session, run
+from vgtool.onnx_runtime.folder import OnnxManifest
+from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
+from vgtool.onnx_runtime.session import open_session, run
+
+# The graphs' names and inputs and outputs (see vgtool.onnx_export.owl, which writes them).
+GRAPHS = {"text": "text.onnx", "image": "image.onnx"}
+TEXT_INPUTS = ("input_ids", "attention_mask")
+TEXT_OUTPUTS = ("query_embeds",)
+IMAGE_INPUTS = ("pixel_values", "query_embeds")
+IMAGE_OUTPUTS = ("logits", "boxes_cxcywh")
 
 
 class OnnxOwlGrounder(OwlGrounder):

@@ -5,7 +5,7 @@
 - A Hugging Face model, ``hf:<hub id>[@revision]`` or a folder saved with ``save_pretrained``: the
   family is its config's ``model_type`` (:data:`HF_FAMILIES`; see :mod:`vgtool.grounders.hf`).
 - An exported ONNX folder (``onnx.json`` and its graphs; ``--model DIR`` or ``DIR/<graph>.onnx``):
-  the family is the manifest's ``family`` (:data:`ONNX_FAMILIES`; see :mod:`vgtool.onnx_export`).
+  the family is the manifest's ``family`` (:data:`ONNX_FAMILIES`; see :mod:`vgtool.onnx_runtime.folder`).
 
 Families are named by import path, so that loading one imports only its own dependencies.
 """
@@ -20,7 +20,7 @@ from vgtool.errors import CheckpointError
 from vgtool.grounders.base import Grounder
 from vgtool.grounders.hf import is_hf_spec, resolve_hf_spec
 from vgtool.models.bundled import resolve_model_path
-from vgtool.onnx_export.folder import is_onnx_spec, onnx_folder, read_manifest
+from vgtool.onnx_runtime.folder import is_onnx_spec, onnx_folder, read_manifest
 
 # vgtool checkpoint architecture -> "module:class" of its Grounder; a new family is one line here.
 FAMILIES: dict[str, str] = {

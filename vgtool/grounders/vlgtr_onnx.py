@@ -23,17 +23,19 @@ from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
 from vgtool.grounders.vlgtr import MAX_PAIRS_PER_DECODE, pair_index
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
-from vgtool.onnx_export.folder import OnnxManifest
-from vgtool.onnx_export.runtime_info import onnx_description, onnx_identity, runtime_settings
-from vgtool.onnx_export.session import open_session, run
-from vgtool.onnx_export.vlgtr import (
-    DECODE_OUTPUTS,
-    IMAGE_INPUTS,
-    IMAGE_OUTPUTS,
-    TEXT_INPUTS,
-    TEXT_OUTPUTS,
-    TOKENIZER_DIR,
-)
+from vgtool.onnx_runtime.folder import OnnxManifest
+from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
+from vgtool.onnx_runtime.session import open_session, run
+
+# The graphs' names and inputs and outputs (see vgtool.onnx_export.vlgtr, which writes them).
+IMAGE_INPUTS = ("pixels",)
+IMAGE_OUTPUTS = ("image_tokens", "image_keys")
+TEXT_INPUTS = ("input_ids", "attention_mask")
+TEXT_OUTPUTS = ("text_tokens", "text_keys", "text_valid", "text_pooled")
+DECODE_INPUTS = (*IMAGE_OUTPUTS, *TEXT_OUTPUTS, "image_index", "text_index")
+DECODE_OUTPUTS = ("pred_logits", "pred_boxes")
+GRAPHS = {"image": "image.onnx", "text": "text.onnx", "decode": "decode.onnx"}
+TOKENIZER_DIR = "tokenizer"
 
 
 class OnnxVLGTRGrounder:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vgtool.errors import CheckpointError
-from vgtool.onnx_export.folder import OnnxManifest, write_manifest
+from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
 
 # torch grounder family -> "module:function(grounder, out: Path, *, opset: int) -> OnnxManifest".
 # A family module may also define ``check_against_torch(grounder, out, manifest, *, enforce)``;

@@ -25,14 +25,17 @@ from typing import Any
 import torch
 
 from vgtool.grounders.grounding_dino import Caption, GroundingDinoGrounder, pack_captions
-from vgtool.onnx_export.folder import OnnxManifest, write_manifest
+from vgtool.grounders.grounding_dino_onnx import (
+    GRAPHS,
+    INPUTS,
+    OUTPUTS,
+    OnnxGroundingDinoGrounder,
+)
 from vgtool.onnx_export.grounding_dino_trace import traceable
 from vgtool.onnx_export.parity import compare_outputs, worst
-from vgtool.onnx_export.runtime_info import graph_parameters
+from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
+from vgtool.onnx_runtime.runtime_info import graph_parameters
 
-GRAPHS = {"model": "model.onnx"}
-INPUTS = ("pixel_values", "input_ids", "attention_mask", "token_type_ids")
-OUTPUTS = ("logits", "pred_boxes")
 # Largest absolute difference from torch the export accepts, per output (logits: a score, their
 # sigmoid, moves at most a quarter as much).
 TOLERANCES = {"logits": 1e-3, "pred_boxes": 1e-4}
@@ -126,7 +129,6 @@ def check_against_torch(
     Raises:
         CheckpointError: with ``enforce`` (float graphs), a difference beyond :data:`TOLERANCES`.
     """
-    from vgtool.grounders.grounding_dino_onnx import OnnxGroundingDinoGrounder
 
     onnx_grounder = OnnxGroundingDinoGrounder.load(out, manifest, device=torch.device("cpu"))
     generator = torch.Generator().manual_seed(1)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vgtool.errors import CheckpointError
 from vgtool.grounders.omdet_turbo import OmDetTurboGrounder
-from vgtool.onnx_export.folder import OnnxManifest
+from vgtool.onnx_runtime.folder import OnnxManifest
 
 
 def export_omdet_turbo(grounder: OmDetTurboGrounder, out: Path, *, opset: int) -> OnnxManifest:

@@ -25,15 +25,18 @@ from typing import Any
 import torch
 
 from vgtool.grounders.owl import OwlGrounder, patch_predictions, text_query_embeds
-from vgtool.onnx_export.folder import OnnxManifest, write_manifest
+from vgtool.grounders.owl_onnx import (
+    GRAPHS,
+    IMAGE_INPUTS,
+    IMAGE_OUTPUTS,
+    TEXT_INPUTS,
+    TEXT_OUTPUTS,
+    OnnxOwlGrounder,
+)
 from vgtool.onnx_export.parity import compare_outputs, worst
-from vgtool.onnx_export.runtime_info import graph_parameters
+from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
+from vgtool.onnx_runtime.runtime_info import graph_parameters
 
-GRAPHS = {"text": "text.onnx", "image": "image.onnx"}
-TEXT_INPUTS = ("input_ids", "attention_mask")
-TEXT_OUTPUTS = ("query_embeds",)
-IMAGE_INPUTS = ("pixel_values", "query_embeds")
-IMAGE_OUTPUTS = ("logits", "boxes_cxcywh")
 # Largest absolute difference from torch the export accepts, per output (logits: a score, their
 # sigmoid, moves at most a quarter as much).
 TOLERANCES = {"query_embeds": 1e-4, "logits": 1e-3, "boxes_cxcywh": 1e-4}
@@ -138,7 +141,6 @@ def check_against_torch(
     Raises:
         CheckpointError: with ``enforce`` (float graphs), a difference beyond :data:`TOLERANCES`.
     """
-    from vgtool.grounders.owl_onnx import OnnxOwlGrounder
 
     onnx_grounder = OnnxOwlGrounder.load(out, manifest, device=torch.device("cpu"))
     side = grounder.config.vision_config.image_size

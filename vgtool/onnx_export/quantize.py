@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from vgtool.onnx_export.folder import OnnxManifest, write_manifest
+from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
 
 QUANTIZATION = "int8-dynamic"
 # Operators whose weights become int8. Conv is left in float: onnxruntime's ConvInteger kernel is

@@ -28,19 +28,22 @@ from torch import nn
 
 from vgtool.data.preprocess import PreprocessConfig, normalize
 from vgtool.errors import CheckpointError
+from vgtool.grounders.vlgtr_onnx import (
+    DECODE_INPUTS,
+    DECODE_OUTPUTS,
+    GRAPHS,
+    IMAGE_INPUTS,
+    IMAGE_OUTPUTS,
+    TEXT_INPUTS,
+    TEXT_OUTPUTS,
+    TOKENIZER_DIR,
+    OnnxVLGTRGrounder,
+)
 from vgtool.models.base import GroundingModel
 from vgtool.models.memory import ImageMemory, TextMemory
-from vgtool.onnx_export.folder import OnnxManifest, write_manifest
-from vgtool.onnx_export.runtime_info import graph_parameters
+from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
+from vgtool.onnx_runtime.runtime_info import graph_parameters
 
-IMAGE_INPUTS = ("pixels",)
-IMAGE_OUTPUTS = ("image_tokens", "image_keys")
-TEXT_INPUTS = ("input_ids", "attention_mask")
-TEXT_OUTPUTS = ("text_tokens", "text_keys", "text_valid", "text_pooled")
-DECODE_INPUTS = (*IMAGE_OUTPUTS, *TEXT_OUTPUTS, "image_index", "text_index")
-DECODE_OUTPUTS = ("pred_logits", "pred_boxes")
-GRAPHS = {"image": "image.onnx", "text": "text.onnx", "decode": "decode.onnx"}
-TOKENIZER_DIR = "tokenizer"
 # Largest |onnxruntime - torch| accepted at export: boxes are in [0, 1] of the image.
 BOX_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 1e-3
@@ -226,7 +229,6 @@ def check_against_torch(
     in [0, 1]) or :data:`LOGIT_TOLERANCE` (logits) raise :class:`CheckpointError`; quantised graphs
     differ by design, and their differences are only recorded."""
     from vgtool.grounders.vlgtr import decode_pairs, pair_index
-    from vgtool.grounders.vlgtr_onnx import OnnxVLGTRGrounder
 
     onnx_grounder = OnnxVLGTRGrounder.load(out, manifest, device=torch.device("cpu"))
     net, side = grounder.net, grounder.preprocess.image_size

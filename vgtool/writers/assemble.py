@@ -100,7 +100,7 @@ def assemble_annotations(
 
     Args:
         journal_paths: the run's journals, in the order their records win (see
-            :func:`~vgtool.ground.run_folder.journal_paths`); missing ones count as empty.
+            :func:`~vgtool.writers.run_folder.journal_paths`); missing ones count as empty.
         info: the file's ``info`` record.
         categories: its category records.
         results_path: where to write the same boxes as a detection-results list (``image_id``,

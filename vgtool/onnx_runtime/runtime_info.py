@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vgtool.onnx_export.folder import OnnxManifest
+from vgtool.onnx_runtime.folder import OnnxManifest
 
 
 def graph_parameters(folder: Path, graphs: Mapping[str, str]) -> dict[str, int]:
