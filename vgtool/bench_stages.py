@@ -314,10 +314,8 @@ class WritingOnly:
         self.written: dict[str, int] = {}
 
     def __call__(self) -> float:
-        from vgtool.ground.pipeline import finish_run, open_run
+        from vgtool.ground.pipeline import finish_run, open_run, open_sink, run_writer
         from vgtool.ground.shard import Shard
-        from vgtool.ground.sink import ResultSink
-        from vgtool.writers.background import BackgroundWriter
         from vgtool.writers.journal import Journal
 
         out_dir = self.scratch / "writing-only"
@@ -334,21 +332,9 @@ class WritingOnly:
             shard=Shard(),
         )
         with run.lock:
-            writer = BackgroundWriter(num_threads=2 if run.num_workers else 1, max_pending=4 * run.batch_size)
+            writer = run_writer(run)
             with Journal(run.state.journal_path) as journal, writer:
-                sink = ResultSink(
-                    journal,
-                    writer,
-                    run.state,
-                    run.entries,
-                    run.todo,
-                    first_annotation_id=run.journal.last_annotation_id + 1,
-                    crops=config.crops,
-                    overlays=config.overlays,
-                    strict=config.strict,
-                    merge=None if run.merge is None else (run.merge_groups, run.merge.iou),
-                    local_ids=run.local_ids,
-                )
+                sink = open_sink(run, journal, writer)
                 for predicted in self.batches:
                     sink(predicted)
             run.summary.grounded = sink.grounded

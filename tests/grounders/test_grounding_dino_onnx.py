@@ -15,16 +15,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx_parity import assert_same_groundings, image_batch  # tests/grounders/onnx_parity.py
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 from tiny_grounding_dino import random_image, save_tiny_grounding_dino
 
-from vgtool.data.image_dataset import collate_images
 from vgtool.errors import CheckpointError
 from vgtool.grounders import load_grounder
 from vgtool.grounders.grounding_dino import GroundingDinoGrounder
 from vgtool.grounders.grounding_dino_onnx import OnnxGroundingDinoGrounder
-from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
 from vgtool.onnx_runtime.folder import read_manifest
@@ -33,8 +31,6 @@ EVERYTHING = PostProcessConfig(threshold=0.0, top_k=0, nms_iou=1.0)  # every que
 PHRASES = ["red car", "a dog on a bench", "car", "person", "the man in the blue shirt"]
 # displayed (width, height): two of one size, then wide, tall, square, very wide
 IMAGE_SIZES = [(120, 80), (120, 80), (150, 90), (64, 100), (100, 100), (200, 60)]
-SCORE_ATOL = 1e-4
-BOX_RTOL = 1e-4  # of the image's longer side, in pixels
 # (model type, max_text_len): the second needs several captions for PHRASES
 MODELS = [("grounding-dino", 256), ("mm-grounding-dino", 16)]
 
@@ -75,28 +71,6 @@ def grounders(exported) -> tuple[GroundingDinoGrounder, OnnxGroundingDinoGrounde
 @pytest.fixture(scope="module")
 def images() -> list[Image.Image]:
     return [random_image(w, h, seed=10 + i) for i, (w, h) in enumerate(IMAGE_SIZES)]
-
-
-def _batch(grounder, images, indices):
-    return collate_images(
-        [
-            {"index": i, "pixels": grounder.image_transform(images[i]), "size_wh": images[i].size}
-            for i in indices
-        ]
-    )
-
-
-def assert_same_groundings(expected: Groundings, actual: Groundings, size_wh: tuple[int, int]) -> None:
-    """Same phrase ids box for box; boxes within :data:`BOX_RTOL` of the image, scores within
-    :data:`SCORE_ATOL` (rows paired by distance within each phrase: near-equal scores may swap)."""
-    box_atol = BOX_RTOL * max(size_wh)
-    assert np.array_equal(np.sort(expected.phrase_ids), np.sort(actual.phrase_ids))
-    for phrase in np.unique(expected.phrase_ids):
-        e, a = expected[expected.phrase_ids == phrase], actual[actual.phrase_ids == phrase]
-        cost = np.abs(e.xyxy[:, None] - a.xyxy[None]).max(-1) + np.abs(e.scores[:, None] - a.scores[None])
-        rows, cols = linear_sum_assignment(cost)
-        assert np.abs(e.xyxy[rows] - a.xyxy[cols]).max() <= box_atol
-        assert np.abs(e.scores[rows] - a.scores[cols]).max() <= SCORE_ATOL
 
 
 def test_export_writes_the_graph_processor_and_manifest(exported, grounders):
@@ -142,12 +116,14 @@ def test_predict_matches_torch(grounders, images, indices, num_phrases):
     torch_grounder, onnx_grounder = grounders
     phrases = PHRASES[:num_phrases]
     expected = torch_grounder.predict(
-        _batch(torch_grounder, images, indices),
+        image_batch(torch_grounder, images, indices),
         torch_grounder.encode_phrases(phrases),
         postprocess=EVERYTHING,
     )
     encoded = onnx_grounder.encode_phrases(phrases)
-    actual = onnx_grounder.predict(_batch(onnx_grounder, images, indices), encoded, postprocess=EVERYTHING)
+    actual = onnx_grounder.predict(
+        image_batch(onnx_grounder, images, indices), encoded, postprocess=EVERYTHING
+    )
     assert len(actual) == len(indices)
     for i, e, a in zip(indices, expected, actual, strict=True):
         assert set(e.phrase_ids.tolist()) == set(range(num_phrases))
@@ -170,13 +146,13 @@ def test_selection_and_pairs_match_torch(grounders, images):
     indices, pairs = [0, 2, 3], [[0, 2], [1, 3, 4], []]
     config = PostProcessConfig(threshold=0.0, top_k=3, nms_iou=0.5)
     expected = torch_grounder.predict(
-        _batch(torch_grounder, images, indices),
+        image_batch(torch_grounder, images, indices),
         torch_grounder.encode_phrases(PHRASES),
         postprocess=config,
         pairs=pairs,
     )
     actual = onnx_grounder.predict(
-        _batch(onnx_grounder, images, indices),
+        image_batch(onnx_grounder, images, indices),
         onnx_grounder.encode_phrases(PHRASES),
         postprocess=config,
         pairs=pairs,

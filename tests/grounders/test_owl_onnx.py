@@ -11,16 +11,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from onnx_parity import SCORE_ATOL, assert_same_groundings, image_batch  # tests/grounders/onnx_parity.py
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 from tiny_owl import SIZES, save_tiny_owl  # tests/grounders/tiny_owl.py
 
-from vgtool.data.image_dataset import collate_images
 from vgtool.errors import CheckpointError
 from vgtool.grounders import load_grounder
 from vgtool.grounders.owl import OwlGrounder
 from vgtool.grounders.owl_onnx import OnnxOwlGrounder
-from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
 from vgtool.onnx_runtime.folder import read_manifest
@@ -29,8 +27,6 @@ ALL = PostProcessConfig(threshold=0.0, top_k=0, nms_iou=1.0)  # every box of eve
 PHRASES = ["a photo of a cat", "dog", "the man in the red shirt", "blue square", "a star", "left car"]
 # displayed (width, height): wide, tall, square, very wide
 IMAGE_SIZES = [(80, 50), (40, 90), (64, 64), (150, 30), (70, 45)]
-SCORE_ATOL = 1e-4
-BOX_RTOL = 1e-4  # of the image's longer side, in pixels
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,28 +63,6 @@ def grounders(exported) -> tuple[OwlGrounder, OnnxOwlGrounder]:
 def images() -> list[Image.Image]:
     rng = np.random.default_rng(7)
     return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in IMAGE_SIZES]
-
-
-def _batch(grounder, images, indices):
-    return collate_images(
-        [
-            {"index": i, "pixels": grounder.image_transform(images[i]), "size_wh": images[i].size}
-            for i in indices
-        ]
-    )
-
-
-def assert_same_groundings(expected: Groundings, actual: Groundings, size_wh: tuple[int, int]) -> None:
-    """Same phrase ids box for box; boxes within :data:`BOX_RTOL` of the image, scores within
-    :data:`SCORE_ATOL` (rows paired by distance within each phrase: near-equal scores may swap)."""
-    box_atol = BOX_RTOL * max(size_wh)
-    assert np.array_equal(np.sort(expected.phrase_ids), np.sort(actual.phrase_ids))
-    for phrase in np.unique(expected.phrase_ids):
-        e, a = expected[expected.phrase_ids == phrase], actual[actual.phrase_ids == phrase]
-        cost = np.abs(e.xyxy[:, None] - a.xyxy[None]).max(-1) + np.abs(e.scores[:, None] - a.scores[None])
-        rows, cols = linear_sum_assignment(cost)
-        assert np.abs(e.xyxy[rows] - a.xyxy[cols]).max() <= box_atol
-        assert np.abs(e.scores[rows] - a.scores[cols]).max() <= SCORE_ATOL
 
 
 def test_export_writes_graphs_processor_and_manifest(exported, grounders):
@@ -143,10 +117,10 @@ def test_predict_matches_torch(grounders, images, indices, num_phrases):
     torch_grounder, onnx_grounder = grounders
     phrases = PHRASES[:num_phrases]
     expected = torch_grounder.predict(
-        _batch(torch_grounder, images, indices), torch_grounder.encode_phrases(phrases), postprocess=ALL
+        image_batch(torch_grounder, images, indices), torch_grounder.encode_phrases(phrases), postprocess=ALL
     )
     actual = onnx_grounder.predict(
-        _batch(onnx_grounder, images, indices), onnx_grounder.encode_phrases(phrases), postprocess=ALL
+        image_batch(onnx_grounder, images, indices), onnx_grounder.encode_phrases(phrases), postprocess=ALL
     )
     assert len(actual) == len(indices)
     for i, e, a in zip(indices, expected, actual, strict=True):
@@ -159,13 +133,13 @@ def test_selection_and_pairs_match_torch(grounders, images):
     indices, pairs = [0, 1, 3], [[0, 2], [1], []]
     config = PostProcessConfig(threshold=0.0, top_k=3, nms_iou=0.5)
     expected = torch_grounder.predict(
-        _batch(torch_grounder, images, indices),
+        image_batch(torch_grounder, images, indices),
         torch_grounder.encode_phrases(PHRASES[:3]),
         postprocess=config,
         pairs=pairs,
     )
     actual = onnx_grounder.predict(
-        _batch(onnx_grounder, images, indices),
+        image_batch(onnx_grounder, images, indices),
         onnx_grounder.encode_phrases(PHRASES[:3]),
         postprocess=config,
         pairs=pairs,
@@ -240,6 +214,6 @@ def test_quantized_export_runs_and_says_so(exported, images, tmp_path):
     grounder = load_grounder(tmp_path / "int8", device="cpu")
     assert grounder.identity()["model"].endswith("+onnx-int8-dynamic")
     found = grounder.predict(
-        _batch(grounder, images, [0, 1]), grounder.encode_phrases(PHRASES[:2]), postprocess=ALL
+        image_batch(grounder, images, [0, 1]), grounder.encode_phrases(PHRASES[:2]), postprocess=ALL
     )
     assert all(len(g) > 0 and np.isfinite(g.xyxy).all() for g in found)

@@ -411,6 +411,30 @@ def _drained(writer: BackgroundWriter) -> Iterator[BackgroundWriter]:
     writer.close()
 
 
+def run_writer(run: GroundingRun) -> BackgroundWriter:
+    """The background writer for ``run``'s crops and overlays: two threads when images are decoded
+    in worker processes (the main process has room), one otherwise."""
+    return BackgroundWriter(num_threads=2 if run.num_workers else 1, max_pending=4 * run.batch_size)
+
+
+def open_sink(run: GroundingRun, journal: Journal, writer: BackgroundWriter) -> ResultSink:
+    """The sink that merges, journals and writes ``run``'s results as batches arrive."""
+    config = run.config
+    return ResultSink(
+        journal,
+        writer,
+        run.state,
+        run.entries,
+        run.todo,
+        first_annotation_id=run.journal.last_annotation_id + 1,
+        crops=config.crops,
+        overlays=config.overlays,
+        strict=config.strict,
+        merge=None if run.merge is None else (run.merge_groups, run.merge.iou),
+        local_ids=run.local_ids,
+    )
+
+
 def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = None) -> None:
     """Re-write lost crops/overlays, then ground every image not yet done, journaling each batch."""
     from tqdm import tqdm
@@ -423,22 +447,10 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
         disable=config.quiet,
         dynamic_ncols=True,
     )
-    writer = BackgroundWriter(num_threads=2 if run.num_workers else 1, max_pending=4 * run.batch_size)
+    writer = run_writer(run)
     try:
         with Journal(state.journal_path) as journal_file, _drained(writer):
-            sink = ResultSink(
-                journal_file,
-                writer,
-                state,
-                run.entries,
-                run.todo,
-                first_annotation_id=run.journal.last_annotation_id + 1,
-                crops=config.crops,
-                overlays=config.overlays,
-                strict=config.strict,
-                merge=None if run.merge is None else (run.merge_groups, run.merge.iou),
-                local_ids=run.local_ids,
-            )
+            sink = open_sink(run, journal_file, writer)
             for entry, annotations, crops in run.journal.repairs:
                 writer.submit(
                     repair_outputs, entry, annotations, state, config.crops and crops, config.overlays
