@@ -183,3 +183,18 @@ def test_quantized_export_is_marked_and_grounds(tiny_checkpoint, tmp_path):
 def test_export_refuses_a_non_empty_folder_without_overwrite(tiny_checkpoint, tiny_onnx):
     with pytest.raises(CheckpointError, match="not empty"):
         export_onnx(tiny_checkpoint, tiny_onnx)
+
+
+def test_an_onnx_export_of_the_bundled_model_says_what_it_knows(bundled_onnx, tiny_onnx, tmp_path):
+    from typer.testing import CliRunner
+
+    from vgtool.cli.main import app
+
+    def run(model: Path, out: str):
+        args = ["ground", str(EXAMPLES / "shapes_1.png"), "-p", "the red circle", "-m", str(model)]
+        result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / out), "-q", "--workers", "0"])
+        assert result.exit_code == 0, result.output
+        return [line for line in result.output.splitlines() if "bundled model knows only" in line]
+
+    assert len(run(bundled_onnx, "bundled")) == 1
+    assert run(tiny_onnx, "tiny") == []

@@ -17,12 +17,17 @@ SUGGESTED_PHOTO_MODEL = "hf:IDEA-Research/grounding-dino-tiny"
 
 
 def is_default_model(model: str | Path | None) -> bool:
-    """Whether ``--model`` names the bundled model (None, ``default`` or its folder)."""
+    """Whether ``--model`` names the bundled model (None, ``default`` or its folder), or an ONNX
+    export of it (its manifest records the bundled model's domain)."""
     if model is None or str(model) == "default":
         return True
+    from vgtool.onnx_runtime.folder import is_onnx_spec, onnx_folder, read_manifest
+
     try:
+        if is_onnx_spec(model):
+            return read_manifest(onnx_folder(model)).extra.get("domain") == DEFAULT_MODEL_DOMAIN
         return Path(model).expanduser().resolve() == DEFAULT_MODEL_DIR
-    except OSError:
+    except (OSError, CheckpointError):
         return False
 
 
