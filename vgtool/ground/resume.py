@@ -56,7 +56,7 @@ class JournalScan:
         """``[T]`` int64: the positions, ascending, of the images not journaled yet that
         ``shard`` grounds."""
         left = np.flatnonzero(~self.done)
-        return left[left % shard.world_size == shard.rank] if shard.sharded else left
+        return left[shard.owns(left)] if shard.sharded else left
 
 
 def _outputs_missing(record: dict[str, Any], state: RunState, crops: bool, overlays: bool) -> bool:

@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # a rank that finishes its share early waits at the last meeting for the slowest one
 MEETING_TIMEOUT = timedelta(hours=24)
@@ -46,8 +49,9 @@ class Shard:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def owns(self, position: int) -> bool:
-        """Whether the image at ``position`` (0-based, in the sorted list) is this rank's."""
+    def owns(self, position: int | np.ndarray) -> bool | np.ndarray:
+        """Whether the image at ``position`` (0-based, in the sorted list) is this rank's; for an
+        array of positions, a bool array of the same shape."""
         return position % self.world_size == self.rank
 
     @property

@@ -21,7 +21,7 @@ from vgtool.grounders.grounding_dino import MODEL_CLASSES, Caption, GroundingDin
 from vgtool.grounders.hf import HFModelRef, load_pretrained
 from vgtool.onnx_runtime.folder import OnnxManifest
 from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
-from vgtool.onnx_runtime.session import open_session, run
+from vgtool.onnx_runtime.session import open_sessions, run
 
 # The graph's name, inputs and outputs (see vgtool.onnx_export.grounding_dino, which writes it).
 GRAPHS = {"model": "model.onnx"}
@@ -66,8 +66,6 @@ class OnnxGroundingDinoGrounder(GroundingDinoGrounder):
 
         if manifest.family not in MODEL_CLASSES:
             raise CheckpointError(f"{folder}: family {manifest.family!r} is not a Grounding DINO model")
-        if "model" not in manifest.graphs:
-            raise CheckpointError(f"{folder}: onnx.json names no model graph")
         ensure_torchvision_importable()
         import transformers
 
@@ -76,13 +74,9 @@ class OnnxGroundingDinoGrounder(GroundingDinoGrounder):
         if not getattr(processor.tokenizer, "is_fast", False):
             raise CheckpointError(f"{folder}: needs a fast tokenizer (tokenizer.json) for character offsets")
         config = load_pretrained(getattr(transformers, MODEL_CLASSES[manifest.family]).config_class, ref)
-        session = open_session(
-            folder / manifest.graphs["model"],
-            device_type=device.type,
-            threads=threads,
-            expect_inputs=INPUTS,
-            expect_outputs=OUTPUTS,
-        )
+        (session,) = open_sessions(
+            folder, manifest.graphs, {"model": (INPUTS, OUTPUTS)}, device_type=device.type, threads=threads
+        ).values()
         return cls(session, processor, config, ref, manifest, device)
 
     # ---- what the run records -------------------------------------------------------------------

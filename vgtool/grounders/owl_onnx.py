@@ -20,7 +20,7 @@ from vgtool.grounders.hf import HFModelRef, load_pretrained
 from vgtool.grounders.owl import ARCHITECTURES, OwlGrounder
 from vgtool.onnx_runtime.folder import OnnxManifest
 from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
-from vgtool.onnx_runtime.session import open_session, run
+from vgtool.onnx_runtime.session import open_sessions, run
 
 # The graphs' names and inputs and outputs (see vgtool.onnx_export.owl, which writes them).
 GRAPHS = {"text": "text.onnx", "image": "image.onnx"}
@@ -66,9 +66,6 @@ class OnnxOwlGrounder(OwlGrounder):
 
         if manifest.family not in ARCHITECTURES:
             raise CheckpointError(f"{folder}: family {manifest.family!r} is not an OWL model")
-        missing = [role for role in ("text", "image") if role not in manifest.graphs]
-        if missing:
-            raise CheckpointError(f"{folder}: onnx.json names no {' or '.join(missing)} graph")
         ensure_torchvision_importable()  # before transformers imports its image processing
         import transformers
 
@@ -76,22 +73,8 @@ class OnnxOwlGrounder(OwlGrounder):
         model_name, processor_name, _ = ARCHITECTURES[manifest.family]
         config = load_pretrained(getattr(transformers, model_name).config_class, ref)
         processor = load_pretrained(getattr(transformers, processor_name), ref)
-        sessions = {
-            "text": open_session(
-                folder / manifest.graphs["text"],
-                device_type=device.type,
-                threads=threads,
-                expect_inputs=TEXT_INPUTS,
-                expect_outputs=TEXT_OUTPUTS,
-            ),
-            "image": open_session(
-                folder / manifest.graphs["image"],
-                device_type=device.type,
-                threads=threads,
-                expect_inputs=IMAGE_INPUTS,
-                expect_outputs=IMAGE_OUTPUTS,
-            ),
-        }
+        ios = {"text": (TEXT_INPUTS, TEXT_OUTPUTS), "image": (IMAGE_INPUTS, IMAGE_OUTPUTS)}
+        sessions = open_sessions(folder, manifest.graphs, ios, device_type=device.type, threads=threads)
         return cls(sessions, processor, config, ref, manifest, device)
 
     # ---- what the run records -------------------------------------------------------------------

@@ -25,7 +25,7 @@ from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
 from vgtool.onnx_runtime.folder import OnnxManifest
 from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
-from vgtool.onnx_runtime.session import open_session, run
+from vgtool.onnx_runtime.session import open_sessions, run
 
 # The graphs' names and inputs and outputs (see vgtool.onnx_export.vlgtr, which writes them).
 IMAGE_INPUTS = ("pixels",)
@@ -79,19 +79,7 @@ class OnnxVLGTRGrounder:
             # keys); the exporter then drops it, so only the pair indices are required
             "decode": (("image_index", "text_index"), DECODE_OUTPUTS),
         }
-        missing = [role for role in ios if role not in manifest.graphs]
-        if missing:
-            raise CheckpointError(f"{folder}: the manifest names no {', '.join(missing)} graph")
-        sessions = {
-            role: open_session(
-                folder / manifest.graphs[role],
-                device_type=device.type,
-                threads=threads,
-                expect_inputs=inputs,
-                expect_outputs=outputs,
-            )
-            for role, (inputs, outputs) in ios.items()
-        }
+        sessions = open_sessions(folder, manifest.graphs, ios, device_type=device.type, threads=threads)
         return cls(
             folder, manifest, sessions, _load_tokenizer(folder, int(manifest.extra["max_length"])), device
         )

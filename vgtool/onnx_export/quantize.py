@@ -20,19 +20,24 @@ def quantize_folder(folder: Path, manifest: OnnxManifest) -> OnnxManifest:
     """Quantise every graph of ``folder`` and record it in the manifest (which is returned)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "run pre-processing"
-    for name in manifest.graphs.values():
-        path = folder / name
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            target = Path(scratch) / name
-            quantize_dynamic(
-                path,
-                target,
-                op_types_to_quantize=list(OP_TYPES),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-            )
-            target.replace(path)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # its "consider pre-processing" warning, once per graph
+    try:
+        for name in manifest.graphs.values():
+            path = folder / name
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                target = Path(scratch) / name
+                quantize_dynamic(
+                    path,
+                    target,
+                    op_types_to_quantize=list(OP_TYPES),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                )
+                target.replace(path)
+    finally:
+        root.setLevel(level)
     quantized = replace(manifest, quantization=QUANTIZATION)
     write_manifest(folder, quantized)
     return quantized

@@ -16,7 +16,6 @@ counts before it is declared done.
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from dataclasses import replace
@@ -190,9 +189,7 @@ def export_vlgtr(grounder: Any, out: Path, *, opset: int) -> OnnxManifest:
     )
     _copy_tokenizer(grounder, out)
     described = grounder.describe()
-    (out / "config.json").write_text(
-        json.dumps(json.loads((Path(grounder.source) / "config.json").read_text()), indent=2) + "\n"
-    )
+    shutil.copyfile(Path(grounder.source) / "config.json", out / "config.json")
     manifest = OnnxManifest(
         family="vlgtr",
         graphs=dict(GRAPHS),
@@ -214,9 +211,7 @@ def export_vlgtr(grounder: Any, out: Path, *, opset: int) -> OnnxManifest:
             "graph_parameters": graph_parameters(out, GRAPHS),
         },
     )
-    write_manifest(out, manifest)
-    check = check_against_torch(grounder, out, manifest)
-    manifest = replace(manifest, check=check)
+    manifest = replace(manifest, check=check_against_torch(grounder, out, manifest))
     write_manifest(out, manifest)
     return manifest
 

@@ -81,6 +81,38 @@ def open_session(
     return session
 
 
+def open_sessions(
+    folder: Path,
+    graphs: Mapping[str, str],
+    ios: Mapping[str, tuple[Sequence[str], Sequence[str]]],
+    *,
+    device_type: str = "cpu",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """A session per graph role of an exported folder, each checked by :func:`open_session`.
+
+    Args:
+        graphs: the manifest's role -> file name.
+        ios: role -> (inputs, outputs) the grounder feeds and reads; every role must be in ``graphs``.
+
+    Raises:
+        CheckpointError: the manifest names no graph for a role, or a graph is not what it should be.
+    """
+    missing = [role for role in ios if role not in graphs]
+    if missing:
+        raise CheckpointError(f"{folder}: onnx.json names no {' or '.join(missing)} graph")
+    return {
+        role: open_session(
+            folder / graphs[role],
+            device_type=device_type,
+            threads=threads,
+            expect_inputs=inputs,
+            expect_outputs=outputs,
+        )
+        for role, (inputs, outputs) in ios.items()
+    }
+
+
 def run(session: Any, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
     """Run ``session`` on numpy ``feeds`` and return ``outputs`` in order."""
     return session.run(list(outputs), dict(feeds))
