@@ -214,10 +214,39 @@ def test_category_names_stand_in_for_missing_phrases(dataset: Path, tmp_path: Pa
     assert metrics["matching"]["unmatched_predictions"] == 1  # "square" is no phrase of the dataset
 
 
+def test_phrase_and_score_are_read_from_attributes_as_cvat_keeps_them(dataset: Path, tmp_path: Path) -> None:
+    # CVAT and datumaro keep a box's phrase and score in "attributes" (the score as text, at times);
+    # the top-level fields, where present, lose to them
+    document = [
+        {
+            **{k: v for k, v in r.items() if k not in ("phrase", "score")},
+            "score": 0.001,  # below map_min_score: read, it would empty the mAP
+            "attributes": {"phrase": r["phrase"], "score": "0.9", "occluded": False},
+        }
+        for r in _results()
+    ]
+    unicorn = {"phrase": "a unicorn", "score": 0.3}  # under the 0.5 threshold: no false positive
+    document.append(
+        {"image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.95, "attributes": unicorn}
+    )
+    metrics = _evaluate(dataset, tmp_path, document)
+    assert metrics["overall"]["acc@0.5"] == metrics["overall"]["map50"] == 1.0
+    assert metrics["matching"]["unmatched_predictions"] == 0  # not filed under category names
+    assert metrics["overall"]["no_object_fp_rate"] == 0.0
+
+
 @pytest.mark.parametrize(
     ("document", "error"),
     [
         ({"images": []}, "expected a COCO results list"),
+        (
+            [{"image_id": 1, "bbox": [0, 0, 1, 1], "attributes": {"phrase": "x", "rotation": 30}}],
+            "rotated by 30",
+        ),
+        (
+            [{"image_id": 1, "bbox": [0, 0, 1, 1], "attributes": {"phrase": "x", "score": "high"}}],
+            "non-numeric",
+        ),
         ([{"image_id": 1, "phrase": "red square", "score": 1.0}], "has no 'bbox'"),
         ([{"bbox": [0, 0, 1, 1], "phrase": "red square"}], "has no 'image_id'"),
         ([{"image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1]}], "category 7 has no name"),

@@ -86,7 +86,9 @@ def evaluate_cli(
             "--predictions",
             exists=True,
             dir_okay=False,
-            help="Score this COCO predictions file (results list or COCO dict) instead of a model.",
+            help="Score this COCO predictions file (results list or COCO dict) instead of a model. A box's "
+            "phrase is attributes.phrase (CVAT, datumaro), else phrase, else its category's name; its "
+            "score attributes.score, else score, else 1.",
         ),
     ] = None,
     data_format: Annotated[

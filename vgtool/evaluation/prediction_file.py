@@ -2,8 +2,9 @@
 
 Matching rules: an image is found by ``file_name`` (the full relative path as a path suffix, then the
 base name; an ambiguous name matches nothing), or by ``image_id`` when the file has no images table.
-A prediction's phrase is its ``phrase`` field, else its category name. Samples left without a
-prediction count as "no prediction".
+A prediction's phrase and score are its ``attributes.phrase`` and ``attributes.score`` (where CVAT and
+datumaro keep them), else its ``phrase`` and ``score`` fields; without a phrase, its category name.
+Samples left without a prediction count as "no prediction".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vgtool.datasets import DataConfig, GroundingSample, detect_format
-from vgtool.datasets.coco_phrases import resolve_coco_json
+from vgtool.datasets.coco_phrases import annotation_phrase, resolve_coco_json
 from vgtool.errors import InputError
 
 Prediction = tuple[np.ndarray, np.ndarray]  # (boxes_xyxy [N, 4] pixels, scores [N]) by decreasing score
@@ -66,7 +67,10 @@ def _prediction_records(document: Any, path: Path, data: DataConfig) -> list[tup
             raise InputError(f"{path}: prediction {number} is not an object")
         if phrase_entries and ann.get("id") in listed:
             continue
-        phrase = ann.get("phrase")
+        try:
+            phrase = annotation_phrase(ann)
+        except ValueError as err:  # attributes that are no object, or a rotated box
+            raise InputError(f"{path}: prediction {number}: {err}") from None
         if not phrase:
             if ann.get("category_id") not in names and dataset_names is None:
                 dataset_names = _dataset_category_names(data)
@@ -84,11 +88,22 @@ def _prediction_records(document: Any, path: Path, data: DataConfig) -> list[tup
             raise InputError(f"{path}: prediction {ann.get('id', '?')} has no 'bbox' [x, y, w, h]: {bbox!r}")
         if "image_id" not in ann:
             raise InputError(f"{path}: prediction {ann.get('id', '?')} has no 'image_id'")
-        score = ann.get("score", 1.0)
-        if not isinstance(score, int | float):
-            raise InputError(f"{path}: prediction {ann.get('id', '?')} has a non-numeric 'score': {score!r}")
-        records.append((ann["image_id"], phrase.strip(), bbox, float(score)))
+        records.append((ann["image_id"], phrase.strip(), bbox, _score(ann, path)))
     return records
+
+
+def _score(ann: dict[str, Any], path: Path) -> float:
+    """``attributes.score``, else ``score``, else 1; numbers written as text are read too."""
+    attributes = ann.get("attributes")
+    value = (attributes if isinstance(attributes, dict) else {}).get("score", ann.get("score", 1.0))
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{path}: prediction {ann.get('id', '?')} has a non-numeric 'score': {value!r}"
+        ) from None
 
 
 def _path_suffixes(paths: Sequence[Path]) -> dict[str, list[Path]]:
