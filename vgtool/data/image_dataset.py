@@ -2,13 +2,17 @@
 
 Decoding, EXIF orientation and resizing happen in ``__getitem__`` (so in worker processes); a file
 that cannot be decoded yields a record with its reason instead of raising, so one bad image never
-ends a run. :func:`worker_init` makes a worker leave quietly on SIGTERM.
+ends a run. :func:`worker_init` makes a worker leave quietly on SIGTERM, and go when the process
+that started it dies.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -111,9 +115,38 @@ def _exit_quietly(signum: int, frame: object) -> None:
     os._exit(0)
 
 
+# prctl(2) option: the signal the kernel sends this process when the thread that started it exits.
+PR_SET_PDEATHSIG = 1
+
+
 def worker_init(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: SIGTERM ends a worker at once with exit status 0, as torch's
     own handler does when the main process sends it. A SIGTERM sent to the whole process group (by
     a scheduler, systemd or ``kill -TERM -PGID``) is then not reported as a worker failure, and the
-    main process decides what it means (``vgtool ground`` stops as on Ctrl-C)."""
+    main process decides what it means (``vgtool ground`` stops as on Ctrl-C).
+
+    On Linux the worker also dies with the main process: killed outright (SIGKILL, the out-of-memory
+    killer), the main process cannot stop its workers, and they would wait for it forever, holding
+    their memory."""
     signal.signal(signal.SIGTERM, _exit_quietly)
+    die_with_parent()
+
+
+def exit_with_parent(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` for the training loaders: :func:`die_with_parent`."""
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing), and
+    leave at once if the parent is already gone."""
+    parent = multiprocessing.parent_process()
+    if not sys.platform.startswith("linux") or parent is None:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl to call: torch's own watchdog remains
+        return
+    if os.getppid() != parent.pid:  # the parent died before the signal was set
+        os._exit(0)

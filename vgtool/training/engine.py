@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from vgtool.checkpoint import save_checkpoint
 from vgtool.config import to_dict
+from vgtool.data.image_dataset import exit_with_parent
 from vgtool.data.preprocess import PreprocessConfig, normalize
 from vgtool.device import autocast
 from vgtool.errors import VgtoolError
@@ -69,6 +70,7 @@ def train_one_epoch(
         sampler=data.order(global_epoch, run.info)[counters.batch * recipe.batch_size :],
         num_workers=recipe.num_workers,
         collate_fn=data.collate,
+        worker_init_fn=exit_with_parent,
         pin_memory=run.device.type == "cuda",
         # its own generator: starting an iterator draws worker seeds, and from the global RNG
         # that draw would shift dropout after a resume (which starts one mid-epoch)

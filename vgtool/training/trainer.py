@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from vgtool.atomic import write_bytes_atomic
 from vgtool.checkpoint import load_checkpoint, save_checkpoint
 from vgtool.config import to_dict
+from vgtool.data.image_dataset import exit_with_parent
 from vgtool.data.preprocess import PreprocessConfig
 from vgtool.datasets.registry import load_samples
 from vgtool.datasets.sample import GroundingSample
@@ -206,6 +207,7 @@ def _prepare_data(run: Run, model: GroundingModel, train_samples: list[Grounding
             batch_size=recipe.batch_size,
             num_workers=recipe.num_workers,
             collate_fn=collate,
+            worker_init_fn=exit_with_parent,
         )
     grouped = recipe.group_by_image and only_mirrors(recipe.augment)
     if recipe.group_by_image and not grouped:
