@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from vgtool.bench import STAGES, load_runtime_grounder
+from vgtool.bench import STAGES, _first_image_size, load_runtime_grounder
 from vgtool.cli.bench import _runtimes
 from vgtool.cli.main import app
 from vgtool.errors import InputError
@@ -115,3 +115,18 @@ def test_a_runtime_that_is_not_known_is_refused():
         load_runtime_grounder(None, "no-such-runtime", device="cpu")
     with pytest.raises(typer.BadParameter, match="runtimes are torch and onnx"):
         _runtimes("torch,tensorrt")
+
+
+def test_model_only_inputs_take_the_size_of_the_first_image_that_decodes(tmp_path):
+    """As displayed (EXIF applied); unreadable files are passed over."""
+    from PIL import Image
+
+    from vgtool.data.listing import list_images
+
+    (tmp_path / "a.jpg").write_bytes(b"not an image")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: 50 x 30 stored, 30 x 50 displayed
+    Image.new("RGB", (50, 30)).save(tmp_path / "b.jpg", exif=exif)
+    Image.new("RGB", (70, 20)).save(tmp_path / "c.png")
+    assert _first_image_size(list_images([tmp_path])) == (30, 50)
+    assert _first_image_size([]) == (640, 480)

@@ -228,6 +228,19 @@ def _pipeline_baseline(
     return {"images": len(image_paths), "images_per_s": round(len(image_paths) / seconds, 3)}
 
 
+def _first_image_size(entries: Sequence[Any]) -> tuple[int, int]:
+    """``(width, height)`` as displayed of the first of ``entries`` that decodes (640 x 480 when
+    none of the first ten does): the model-only pass's input size."""
+    from vgtool.data.decode import ImageDecodeError, load_rgb
+
+    for entry in entries[:10]:
+        try:
+            return load_rgb(entry.path).size
+        except ImageDecodeError:
+            continue
+    return (640, 480)
+
+
 def _rates(seconds: Sequence[float]) -> list[float]:
     return [round(1.0 / s, 3) for s in seconds]
 
@@ -356,6 +369,7 @@ def bench(
                     batch,
                     sample_images,
                     postprocess_of(grounder, config),
+                    size_wh=_first_image_size(entries),
                 )
         peak_rss = _peak_rss_mib(workers.peak_mib)
         writing: dict[str, WritingOnly] = {}

@@ -202,8 +202,10 @@ class ModelOnly:
     """``grounder.predict`` on ``images`` images (whole batches of ``batch_size``) of input tensors
     made ahead of time from random pixels, at each phrase count; call :meth:`pass_for` for a pass.
 
-    The tensors are the transform of a 640x480 image (``[B, 3, H, W]`` as the grounder's
-    ``image_transform`` makes them), with no file decoding and no writing."""
+    The tensors are the transform of an image of ``size_wh`` (``[B, 3, H, W]`` as the grounder's
+    ``image_transform`` makes them; the bench passes the size of the folder's first image, so that
+    models whose input follows the image's shape see the input size of the run), with no file
+    decoding and no writing."""
 
     def __init__(
         self,
@@ -212,15 +214,16 @@ class ModelOnly:
         batch_size: int,
         images: int,
         postprocess: PostProcessConfig,
+        size_wh: tuple[int, int] = (640, 480),
     ):
         self.grounder, self.postprocess = grounder, postprocess
-        pixels = torch.stack([grounder.image_transform(Image.new("RGB", (640, 480)))] * batch_size)
+        pixels = torch.stack([grounder.image_transform(Image.new("RGB", size_wh))] * batch_size)
         generator = torch.Generator().manual_seed(0)
         pixels = torch.randint(0, 255, pixels.shape, generator=generator).to(pixels.dtype)
         self.batch = ImageBatch(
             indices=list(range(batch_size)),
             pixels=pixels,
-            sizes_wh=torch.tensor([[640.0, 480.0]]).repeat(batch_size, 1),
+            sizes_wh=torch.tensor([[float(size_wh[0]), float(size_wh[1])]]).repeat(batch_size, 1),
             images=None,
             failures=[],
         )
