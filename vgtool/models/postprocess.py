@@ -92,7 +92,7 @@ def select_detections(
     if not by_prefix:
         return _select_in_chunks(boxes_xyxy, scores, config)
     out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(scores)
-    pending = torch.arange(len(scores))
+    pending = torch.arange(len(scores), device=scores.device)
     prefix = min(count, max(NMS_PREFIX, 4 * config.top_k))
     while len(pending):
         found = _select_in_chunks(boxes_xyxy[pending, :prefix], scores[pending, :prefix], config)
@@ -100,7 +100,7 @@ def select_detections(
         more = (
             scores[pending, prefix] >= config.threshold
             if prefix < count
-            else torch.zeros(len(pending), dtype=torch.bool)
+            else torch.zeros(len(pending), dtype=torch.bool, device=scores.device)
         )
         unsettled = []
         for row, result, has_more in zip(pending.tolist(), found, more.tolist(), strict=True):
@@ -108,7 +108,7 @@ def select_detections(
                 out[row] = result
             else:
                 unsettled.append(row)
-        pending = torch.tensor(unsettled, dtype=torch.long)
+        pending = torch.tensor(unsettled, dtype=torch.long, device=scores.device)
         prefix = min(count, 4 * prefix)
     return out  # type: ignore[return-value]
 
