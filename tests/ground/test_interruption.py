@@ -206,3 +206,35 @@ def test_a_resume_removes_the_temporaries_a_killed_run_left(image_folder, tmp_pa
     assert not any(path.exists() for path in stale)
     after = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert after == before
+
+
+def test_a_resume_with_nothing_left_never_loads_the_model(
+    image_folder, tmp_path, tiny_checkpoint, monkeypatch
+):
+    """The run key needs the model's identity and threshold, which its files give; the weights are
+    loaded only when the journal shows images left. Lost crops are rewritten without the model."""
+    import vgtool.ground.pipeline as pipeline
+
+    config = GroundConfig(threshold=None, quiet=True, recursive=True, num_workers=0)
+    out = tmp_path / "out"
+    first = ground([image_folder], PHRASES, out_dir=out, model=tiny_checkpoint, config=config)
+    before = (out / "annotations.json").read_bytes()
+    crops = sorted((out / "crops").rglob("*.jpg"))
+    assert first.grounded > 0 and crops
+    crops[0].unlink()
+    loads = []
+    load_grounder = pipeline.load_grounder
+    monkeypatch.setattr(pipeline, "load_grounder", lambda *a, **k: loads.append(a) or load_grounder(*a, **k))
+
+    again = ground([image_folder], PHRASES, out_dir=out, model=tiny_checkpoint, config=config)
+    assert loads == [] and again.grounded == 0 and again.repaired == 1 and crops[0].is_file()
+    assert (out / "annotations.json").read_bytes() == before
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["arguments"]["model_loaded"] is False
+    assert manifest["model"]["path"] == str(tiny_checkpoint)
+
+    (out / "journal.jsonl").write_text("".join((out / "journal.jsonl").read_text().splitlines(True)[:-1]))
+    third = ground([image_folder], PHRASES, out_dir=out, model=tiny_checkpoint, config=config)
+    assert len(loads) == 1 and third.grounded == 1
+    assert (out / "annotations.json").read_bytes() == before
+    assert "model_loaded" not in json.loads((out / "run.json").read_text())["arguments"]

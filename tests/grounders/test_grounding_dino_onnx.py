@@ -21,8 +21,10 @@ from tiny_grounding_dino import random_image, save_tiny_grounding_dino
 
 from vgtool.errors import CheckpointError
 from vgtool.grounders import load_grounder
+from vgtool.grounders.base import ModelKey
 from vgtool.grounders.grounding_dino import GroundingDinoGrounder
 from vgtool.grounders.grounding_dino_onnx import OnnxGroundingDinoGrounder
+from vgtool.grounders.registry import model_key
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
 from vgtool.onnx_runtime.folder import read_manifest
@@ -193,3 +195,11 @@ def test_graph_of_another_kind_is_one_clear_error(exported, tmp_path):
     message = str(_damaged(exported[2], tmp_path, replace_with_another_graph))
     assert "model.onnx" in message and "not the graph" in message and "pixel_values" in message
     assert "\n" not in message
+
+
+def test_the_model_key_is_known_without_loading(exported, grounders):
+    """What a resumed run needs of the model (source, identity, threshold), read from the files
+    alone, is what the loaded grounders give, for the torch folder and its export."""
+    _, model, onnx_folder = exported
+    for spec, grounder in zip((model, onnx_folder), grounders, strict=True):
+        assert model_key(spec) == ModelKey.of(grounder)

@@ -20,7 +20,9 @@ from tiny_clip import BOS, EOS, clip_tokenizer, vocab_and_merges  # tests/ground
 from vgtool.data.decode import load_rgb
 from vgtool.data.image_dataset import ImageBatch, collate_images
 from vgtool.grounders import load_grounder
+from vgtool.grounders.base import ModelKey
 from vgtool.grounders.omdet_turbo import OmDetTurboGrounder
+from vgtool.grounders.registry import model_key
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.torchvision_compat import ensure_torchvision_importable
 
@@ -362,3 +364,7 @@ def test_onnx_export_is_refused_in_one_line(tiny_omdet, tmp_path):
     assert "OmDet-Turbo cannot be exported to ONNX" in message and "prompt" in message
     assert "\n" not in message
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a partial export is left behind
+
+
+def test_the_model_key_is_known_without_loading(tiny_omdet, grounder):
+    assert model_key(tiny_omdet) == ModelKey.of(grounder)

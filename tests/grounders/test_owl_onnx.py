@@ -17,8 +17,10 @@ from tiny_owl import SIZES, save_tiny_owl  # tests/grounders/tiny_owl.py
 
 from vgtool.errors import CheckpointError
 from vgtool.grounders import load_grounder
+from vgtool.grounders.base import ModelKey
 from vgtool.grounders.owl import OwlGrounder
 from vgtool.grounders.owl_onnx import OnnxOwlGrounder
+from vgtool.grounders.registry import model_key
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
 from vgtool.onnx_runtime.folder import read_manifest
@@ -217,3 +219,11 @@ def test_quantized_export_runs_and_says_so(exported, images, tmp_path):
         image_batch(grounder, images, [0, 1]), grounder.encode_phrases(PHRASES[:2]), postprocess=ALL
     )
     assert all(len(g) > 0 and np.isfinite(g.xyxy).all() for g in found)
+
+
+def test_the_model_key_is_known_without_loading(exported, grounders):
+    """What a resumed run needs of the model (source, identity, threshold), read from the files
+    alone, is what the loaded grounders give, for the torch folder and its export."""
+    _, model, onnx_folder = exported
+    for spec, grounder in zip((model, onnx_folder), grounders, strict=True):
+        assert model_key(spec) == ModelKey.of(grounder)

@@ -19,6 +19,8 @@ from vgtool.data.image_dataset import ImageBatch
 from vgtool.errors import CheckpointError
 from vgtool.ground.pipeline import GroundConfig, ground
 from vgtool.grounders import load_grounder
+from vgtool.grounders.base import ModelKey
+from vgtool.grounders.registry import model_key
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.onnx_export.export import export_onnx
 from vgtool.onnx_runtime.folder import read_manifest
@@ -198,3 +200,10 @@ def test_an_onnx_export_of_the_bundled_model_says_what_it_knows(bundled_onnx, ti
 
     assert len(run(bundled_onnx, "bundled")) == 1
     assert run(tiny_onnx, "tiny") == []
+
+
+def test_the_model_key_is_known_without_loading(tiny_checkpoint, tiny_onnx, bundled_onnx):
+    """Source, identity and threshold from the files alone equal the loaded grounder's: the bundled
+    model (its calibrated threshold), a tiny checkpoint (the fallback) and both exports."""
+    for spec in (None, "default", tiny_checkpoint, tiny_onnx, bundled_onnx):
+        assert model_key(spec) == ModelKey.of(load_grounder(spec, device="cpu")), spec

@@ -40,6 +40,8 @@ from vgtool.ground.shared_stems import find_shared_stems
 from vgtool.ground.sink import ResultSink, warn
 from vgtool.ground.stopping import sigterm_as_interrupt, write_failures_stop_the_run
 from vgtool.grounders import Grounder, load_grounder
+from vgtool.grounders.base import ModelKey
+from vgtool.grounders.registry import model_key
 from vgtool.models.postprocess import PostProcessConfig
 from vgtool.prediction.batching import auto_batch_size, auto_workers
 from vgtool.prediction.loop import predict_images
@@ -49,7 +51,7 @@ from vgtool.writers.background import BackgroundWriter
 from vgtool.writers.coco import categories_to_coco
 from vgtool.writers.journal import Journal
 from vgtool.writers.manifest import write_manifest
-from vgtool.writers.run_folder import JOURNAL_NAME, journal_paths
+from vgtool.writers.run_folder import JOURNAL_NAME, RUN_KEY_NAME, journal_paths
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class GroundingRun:
         entries: the run's images, in image-id order (an image's id is its position + 1).
         todo: ``[T]`` int64, the positions in ``entries`` of this process's images not yet
             journaled, ascending.
+        grounder: the loaded model; None when a resumed run found nothing left to do here (the
+            model was then never loaded); ``model``: its source, identity and threshold either way.
         shard: this process's place in a sharded run (rank 0 of 1 for one process).
         shard_size: how many of the images are this process's.
         local_ids: journal image-local annotation ids and write pending crops (see
@@ -147,7 +151,8 @@ class GroundingRun:
     config: GroundConfig
     inputs: list[str]
     entries: ImageList
-    grounder: Grounder
+    grounder: Grounder | None
+    model: ModelKey
     postprocess: PostProcessConfig
     merge: MergeConfig | None
     merge_groups: list[int] | None
@@ -309,15 +314,25 @@ def _open_locked(
     shard: Shard,
 ) -> GroundingRun:
     """:func:`open_run` once the output folder is locked."""
+    from vgtool.device import resolve_device
+
     started, wall_start = time.time(), time.perf_counter()
-    grounder_start = time.perf_counter()
-    if model is None or isinstance(model, str | Path):
-        grounder = load_grounder(model, device=config.device, bf16=config.bf16, compile_model=config.compile)
-    else:  # already loaded
-        grounder = model
-    timer = StageTimer(grounder.device)
-    timer.add("load_model", time.perf_counter() - grounder_start)
-    threshold = grounder.default_threshold if config.threshold is None else config.threshold
+    spec = model is None or isinstance(model, str | Path)
+    timer = StageTimer(resolve_device(config.device) if spec else model.device)
+    timer.add("load_model", 0.0)
+
+    def load() -> Grounder:
+        with timer.measure("load_model"):
+            return load_grounder(model, device=config.device, bf16=config.bf16, compile_model=config.compile)
+
+    # Resuming, a model named by its files loads only once the journal shows work left (if its
+    # family can tell its identity and threshold without it). A new run, or one replacing another
+    # (--overwrite), loads it first: a model that fails to load then leaves the folder as it was.
+    resuming = spec and not config.overwrite and (Path(out_dir) / RUN_KEY_NAME).is_file()
+    key = model_key(model) if resuming else None
+    grounder: Grounder | None = model if not spec else (load() if key is None else None)
+    key = ModelKey.of(grounder) if key is None else key
+    threshold = key.default_threshold if config.threshold is None else config.threshold
     postprocess = PostProcessConfig(threshold=threshold, top_k=config.top_k, nms_iou=config.nms_iou)
     groups = phrase_groups(config.merge, ontology.phrase_categories)
     merge = None if groups is None else MergeConfig(mode=config.merge, iou=config.merge_iou)
@@ -325,7 +340,7 @@ def _open_locked(
         meet(shard)  # rank 0 prepares the folder (and may clear it, with --overwrite) first
     state = prepare_output_dir(
         Path(out_dir),
-        model_identity=grounder.identity(),
+        model_identity=key.identity,
         ontology=ontology,
         postprocess=postprocess,
         merge=merge,
@@ -340,8 +355,14 @@ def _open_locked(
         state, entries, config.crops, config.overlays, owns=shard.owns if shard.sharded else None
     )
     todo = journal.todo(shard)
-    batch_size = config.batch_size or auto_batch_size(
-        grounder.device, grounder.per_image_memory_bytes(len(ontology.phrases))
+    if grounder is None and len(todo):
+        grounder = load()
+        if ModelKey.of(grounder) != key:
+            raise RuntimeError(f"{key.source}: the model loaded is not the one its files describe")
+    batch_size = config.batch_size or (
+        auto_batch_size(grounder.device, grounder.per_image_memory_bytes(len(ontology.phrases)))
+        if grounder is not None
+        else 1
     )
     workers = auto_workers(len(todo), batch_size) if config.num_workers < 0 else config.num_workers
     summary = RunSummary(
@@ -354,6 +375,7 @@ def _open_locked(
         inputs=[str(p) for p in inputs],
         entries=entries,
         grounder=grounder,
+        model=key,
         postprocess=postprocess,
         merge=merge,
         merge_groups=groups,
@@ -455,16 +477,20 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
                 writer.submit(
                     repair_outputs, entry, annotations, state, config.crops and crops, config.overlays
                 )
-            for predicted in predict_images(
-                run.grounder,
-                run.entries.take(run.todo),
-                state.ontology.texts,
-                postprocess=run.postprocess,
-                batch_size=run.batch_size,
-                num_workers=run.num_workers,
-                keep_images=config.crops or config.overlays,
-                measure=run.timer.measure,
-                warn=warn,
+            for predicted in (
+                ()
+                if run.grounder is None
+                else predict_images(
+                    run.grounder,
+                    run.entries.take(run.todo),
+                    state.ontology.texts,
+                    postprocess=run.postprocess,
+                    batch_size=run.batch_size,
+                    num_workers=run.num_workers,
+                    keep_images=config.crops or config.overlays,
+                    measure=run.timer.measure,
+                    warn=warn,
+                )
             ):
                 finished = sink(predicted)
                 bar.update(finished)
@@ -505,7 +531,7 @@ def finish_run(run: GroundingRun) -> RunSummary:
         state.out_dir,
         summary,
         model={
-            "path": str(run.grounder.source),
+            "path": run.model.source,
             "config_hash": state.run_key.get("model_config"),
             "fingerprint": state.run_key["model"],
         },
@@ -514,10 +540,10 @@ def finish_run(run: GroundingRun) -> RunSummary:
             "inputs": run.inputs,
             "phrases": [f"{p.text}={p.category}" for p in state.ontology.phrases],
             "config": {k: _jsonable(v) for k, v in vars(run.config).items()},
-            "device": str(run.grounder.device),
+            "device": str(run.timer.device),
             "batch_size": run.batch_size,
             "num_workers": run.num_workers,
-            **run.grounder.settings(),
+            **(run.grounder.settings() if run.grounder is not None else {"model_loaded": False}),
         },
         started=run.started,
     )

@@ -12,6 +12,10 @@ A grounder is loaded once per run (:func:`vgtool.grounders.load_grounder`) and t
 Everything else (listing, decoding, batching, resuming, writing) is the prediction loop's and the
 run's, the same for every family. A new family is one module implementing this protocol plus one
 line in :data:`vgtool.grounders.registry.FAMILIES`.
+
+A family may also give its :class:`ModelKey` without loading the weights (a classmethod ``key``
+taking ``load``'s leading arguments), so that a resumed run with nothing left to do never loads
+the model (:func:`vgtool.grounders.registry.model_key`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,26 @@ class EncodedPhrases:
     texts: tuple[str, ...]
     features: Any
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """What a run records of a model, known before (or without) loading it.
+
+    Attributes:
+        source: as :attr:`Grounder.source` names it (a folder, or a hub spec), as text.
+        identity: as :meth:`Grounder.identity` gives it once loaded.
+        default_threshold: as :attr:`Grounder.default_threshold`.
+    """
+
+    source: str
+    identity: dict[str, str]
+    default_threshold: float
+
+    @classmethod
+    def of(cls, grounder: Grounder) -> ModelKey:
+        """The key of a loaded grounder."""
+        return cls(str(grounder.source), grounder.identity(), grounder.default_threshold)
 
 
 class Grounder(Protocol):

@@ -36,7 +36,7 @@ from vgtool import box_ops
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.device import autocast
 from vgtool.errors import CheckpointError
-from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
+from vgtool.grounders.base import EncodedPhrases, Measure, ModelKey, no_measure
 from vgtool.grounders.hf import HFModelRef, ImageProcessorTransform, load_pretrained, same_size_groups
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcessConfig, select_detections
@@ -143,6 +143,11 @@ class GroundingDinoGrounder:
             model.forward = torch.compile(model.forward, dynamic=True)
         use_bf16 = device.type == "cuda" if bf16 is None else bf16
         return cls(model, processor, ref, device, bf16=use_bf16, compiled=compile_model)
+
+    @classmethod
+    def key(cls, ref: HFModelRef) -> ModelKey:
+        """Identity and threshold without loading the weights."""
+        return ModelKey(source=ref.spec, identity=ref.identity(), default_threshold=DEFAULT_THRESHOLD)
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:

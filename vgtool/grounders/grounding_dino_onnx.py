@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from vgtool.errors import CheckpointError
-from vgtool.grounders.base import Measure, no_measure
-from vgtool.grounders.grounding_dino import MODEL_CLASSES, Caption, GroundingDinoGrounder
+from vgtool.grounders.base import Measure, ModelKey, no_measure
+from vgtool.grounders.grounding_dino import DEFAULT_THRESHOLD, MODEL_CLASSES, Caption, GroundingDinoGrounder
 from vgtool.grounders.hf import HFModelRef, load_pretrained
 from vgtool.onnx_runtime.folder import OnnxManifest
 from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
@@ -78,6 +78,13 @@ class OnnxGroundingDinoGrounder(GroundingDinoGrounder):
             folder, manifest.graphs, {"model": (INPUTS, OUTPUTS)}, device_type=device.type, threads=threads
         ).values()
         return cls(session, processor, config, ref, manifest, device)
+
+    @classmethod
+    def key(cls, folder: Path, manifest: OnnxManifest) -> ModelKey:  # type: ignore[override]
+        """Identity and threshold from the manifest, without opening the graphs."""
+        return ModelKey(
+            source=str(folder), identity=onnx_identity(manifest), default_threshold=DEFAULT_THRESHOLD
+        )
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:

@@ -30,7 +30,7 @@ import torch
 from vgtool import box_ops
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.device import autocast
-from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
+from vgtool.grounders.base import EncodedPhrases, Measure, ModelKey, no_measure
 from vgtool.grounders.hf import (
     HFModelRef,
     ImageProcessorTransform,
@@ -119,6 +119,11 @@ class OmDetTurboGrounder:
             return int(size["height"]), int(size["width"])
         side = self.model.config.image_size
         return (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
+
+    @classmethod
+    def key(cls, ref: HFModelRef) -> ModelKey:
+        """Identity and threshold without loading the weights."""
+        return ModelKey(source=ref.spec, identity=ref.identity(), default_threshold=DEFAULT_THRESHOLD)
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:

@@ -32,7 +32,7 @@ import torch
 from vgtool import box_ops
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.device import autocast
-from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
+from vgtool.grounders.base import EncodedPhrases, Measure, ModelKey, no_measure
 from vgtool.grounders.hf import (
     HFModelRef,
     ImageProcessorTransform,
@@ -128,6 +128,13 @@ class OwlGrounder:
     def max_text_length(self) -> int:
         """Tokens per phrase, with start and end tokens (16 for the released checkpoints)."""
         return min(self.processor.tokenizer.model_max_length, self.config.text_config.max_position_embeddings)
+
+    @classmethod
+    def key(cls, ref: HFModelRef) -> ModelKey:
+        """Identity and threshold without loading the weights."""
+        return ModelKey(
+            source=ref.spec, identity=ref.identity(), default_threshold=DEFAULT_THRESHOLDS[ref.model_type]
+        )
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:

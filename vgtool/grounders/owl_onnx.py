@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from vgtool.errors import CheckpointError
-from vgtool.grounders.base import Measure, no_measure
+from vgtool.grounders.base import Measure, ModelKey, no_measure
 from vgtool.grounders.hf import HFModelRef, load_pretrained
-from vgtool.grounders.owl import ARCHITECTURES, OwlGrounder
+from vgtool.grounders.owl import ARCHITECTURES, DEFAULT_THRESHOLDS, OwlGrounder
 from vgtool.onnx_runtime.folder import OnnxManifest
 from vgtool.onnx_runtime.runtime_info import onnx_description, onnx_identity, runtime_settings
 from vgtool.onnx_runtime.session import open_sessions, run
@@ -76,6 +76,15 @@ class OnnxOwlGrounder(OwlGrounder):
         ios = {"text": (TEXT_INPUTS, TEXT_OUTPUTS), "image": (IMAGE_INPUTS, IMAGE_OUTPUTS)}
         sessions = open_sessions(folder, manifest.graphs, ios, device_type=device.type, threads=threads)
         return cls(sessions, processor, config, ref, manifest, device)
+
+    @classmethod
+    def key(cls, folder: Path, manifest: OnnxManifest) -> ModelKey:  # type: ignore[override]
+        """Identity and threshold from the manifest, without opening the graphs."""
+        return ModelKey(
+            source=str(folder),
+            identity=onnx_identity(manifest),
+            default_threshold=DEFAULT_THRESHOLDS[manifest.family],
+        )
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:

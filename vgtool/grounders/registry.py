@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vgtool.checkpoint import read_checkpoint_config
 from vgtool.errors import CheckpointError
-from vgtool.grounders.base import Grounder
+from vgtool.grounders.base import Grounder, ModelKey
 from vgtool.grounders.hf import is_hf_spec, resolve_hf_spec
 from vgtool.models.bundled import resolve_model_path
 from vgtool.onnx_runtime.folder import is_onnx_spec, onnx_folder, read_manifest
@@ -57,6 +57,20 @@ def grounder_class(architecture: str, table: dict[str, str] = FAMILIES) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def _family_and_source(spec: str | Path | None) -> tuple[type, tuple]:
+    """The Grounder class ``spec`` loads into, and the leading arguments of its ``load``."""
+    if is_onnx_spec(spec):
+        folder = onnx_folder(spec)
+        manifest = read_manifest(folder)
+        return grounder_class(manifest.family, ONNX_FAMILIES), (folder, manifest)
+    if is_hf_spec(spec):
+        ref = resolve_hf_spec(spec)
+        return grounder_class(ref.model_type, HF_FAMILIES), (ref,)
+    path = resolve_model_path(spec)
+    config, _ = read_checkpoint_config(path)
+    return grounder_class(config.architecture), (path,)
+
+
 def load_grounder(
     spec: str | Path | None,
     *,
@@ -80,16 +94,19 @@ def load_grounder(
     """
     from vgtool.device import resolve_device
 
-    if is_onnx_spec(spec):
-        folder = onnx_folder(spec)
-        manifest = read_manifest(folder)
-        family = grounder_class(manifest.family, ONNX_FAMILIES)
-        return family.load(folder, manifest, device=resolve_device(device))
-    if is_hf_spec(spec):
-        ref = resolve_hf_spec(spec)
-        family = grounder_class(ref.model_type, HF_FAMILIES)
-        return family.load(ref, device=resolve_device(device), bf16=bf16, compile_model=compile_model)
-    path = resolve_model_path(spec)
-    config, _ = read_checkpoint_config(path)
-    family = grounder_class(config.architecture)
-    return family.load(path, device=resolve_device(device), bf16=bf16, compile_model=compile_model)
+    family, source = _family_and_source(spec)
+    if is_onnx_spec(spec):  # ONNX Runtime: precision and compilation are the export's
+        return family.load(*source, device=resolve_device(device))
+    return family.load(*source, device=resolve_device(device), bf16=bf16, compile_model=compile_model)
+
+
+def model_key(spec: str | Path | None) -> ModelKey | None:
+    """The identity and default threshold of the model ``spec`` names, read from its files without
+    loading it; None when its family cannot tell them without loading.
+
+    Raises:
+        CheckpointError, ModelSourceError: as :func:`load_grounder`.
+    """
+    family, source = _family_and_source(spec)
+    key = getattr(family, "key", None)
+    return None if key is None else key(*source)

@@ -28,7 +28,7 @@ from vgtool.checkpoint import (
 from vgtool.data.image_dataset import ImageBatch
 from vgtool.data.preprocess import PreprocessConfig, normalize, resize_to_input
 from vgtool.device import autocast
-from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
+from vgtool.grounders.base import EncodedPhrases, Measure, ModelKey, no_measure
 from vgtool.groundings import Groundings
 from vgtool.models.base import GroundingModel
 from vgtool.models.build import is_single_box
@@ -80,6 +80,17 @@ class VLGTRGrounder:
         channels_last = prepare_for_inference(net, device, compile_model=compile_model)
         use_bf16 = device.type == "cuda" if bf16 is None else bf16
         return cls(net, Path(path), device, bf16=use_bf16, channels_last=channels_last)
+
+    @classmethod
+    def key(cls, path: Path) -> ModelKey:
+        """The checkpoint's identity and threshold from its files, without building the model."""
+        config, _ = read_checkpoint_config(path)
+        fallback = SINGLE_BOX_THRESHOLD if is_single_box(config) else FALLBACK_THRESHOLD
+        return ModelKey(
+            source=str(path),
+            identity={"model": model_fingerprint(path), "model_config": config_hash(config)},
+            default_threshold=model_threshold(path, fallback),
+        )
 
     # ---- what the run records -------------------------------------------------------------------
     def identity(self) -> dict[str, str]:

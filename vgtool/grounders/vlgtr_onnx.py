@@ -19,7 +19,7 @@ from vgtool.data.image_dataset import ImageBatch
 from vgtool.data.preprocess import PreprocessConfig, resize_to_input
 from vgtool.data.tokenize import PhraseTokenizer
 from vgtool.errors import CheckpointError
-from vgtool.grounders.base import EncodedPhrases, Measure, no_measure
+from vgtool.grounders.base import EncodedPhrases, Measure, ModelKey, no_measure
 from vgtool.grounders.vlgtr import MAX_PAIRS_PER_DECODE, pair_index
 from vgtool.groundings import Groundings
 from vgtool.models.postprocess import PostProcess, PostProcessConfig
@@ -82,6 +82,15 @@ class OnnxVLGTRGrounder:
         sessions = open_sessions(folder, manifest.graphs, ios, device_type=device.type, threads=threads)
         return cls(
             folder, manifest, sessions, _load_tokenizer(folder, int(manifest.extra["max_length"])), device
+        )
+
+    @classmethod
+    def key(cls, folder: Path, manifest: OnnxManifest) -> ModelKey:
+        """Identity and threshold from the manifest, without opening the graphs."""
+        return ModelKey(
+            source=str(folder),
+            identity=onnx_identity(manifest),
+            default_threshold=float(manifest.extra["default_threshold"]),
         )
 
     # ---- what the run records -------------------------------------------------------------------
