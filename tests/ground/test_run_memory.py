@@ -165,7 +165,7 @@ def test_the_scan_and_assembly_are_those_of_names_in_sets(big_run):
     scan = scan_journal(state, entries, crops=True, overlays=False, owns=SHARD.owns)
     assert scan.todo(SHARD).tolist() == expected["todo"] and scan.resumed == expected["resumed"]
     assert scan.skipped == expected["skipped"] and scan.last_annotation_id == expected["last"]
-    assert scan.local_ids and scan.repairs == []  # crops of image-local ids are checked later
+    assert scan.local_ids and list(scan.repairs(state, entries)) == []  # image-local ids: checked later
     at_journal, at_offset = _records_in_order(paths)
     assert list(zip(at_journal.tolist(), at_offset.tolist(), strict=True)) == reference_assembly_order(paths)
 
@@ -219,7 +219,7 @@ def test_the_scan_finds_images_whose_positions_moved(tmp_path):
         assert scan.resumed == expected["resumed"] and scan.skipped == expected["skipped"]
         assert scan.last_annotation_id == expected["last"]
         crops_missing = [r for r in expected["repairs"] if r[1]]  # an image without boxes has none
-        assert scan.repairs == crops_missing
+        assert list(scan.repairs(state, entries)) == crops_missing
 
 
 def test_assembly_keeps_the_first_record_of_each_image_in_id_order(tmp_path):
@@ -232,3 +232,26 @@ def test_assembly_keeps_the_first_record_of_each_image_in_id_order(tmp_path):
     paths[1].write_bytes(paths[1].read_bytes() + b'{"image_id":7,"cut')  # a last line cut short
     at_journal, at_offset = _records_in_order(paths)
     assert list(zip(at_journal.tolist(), at_offset.tolist(), strict=True)) == reference_assembly_order(paths)
+
+
+def test_images_to_repair_cost_two_bytes_each_until_they_are_repaired(big_run):
+    """Every grounded image lost its overlay (a deleted ``overlays/``): the scan keeps a flag per
+    image, not the records; the repairs are read again, one record at a time, when made."""
+    entries, state = big_run
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        scan = scan_journal(state, entries, crops=False, overlays=True, owns=SHARD.owns)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    records = [
+        json.loads(line) for path in journal_paths(state.out_dir) for line in path.read_bytes().splitlines()
+    ]
+    expected = [
+        (entry, annotations)
+        for entry, annotations, _ in reference_scan(records, entries, SHARD.owns)["repairs"]
+    ]
+    assert scan.repaired == len(expected) > BIG // 5
+    assert [(entry, annotations) for entry, annotations, _ in scan.repairs(state, entries)] == expected
+    assert held / len(entries) <= 8, f"{held / len(entries):.1f} bytes per image held"

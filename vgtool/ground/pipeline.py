@@ -369,7 +369,7 @@ def _open_locked(
         out_dir=state.out_dir, images=len(entries), resumed=journal.resumed, threshold=threshold
     )
     summary.skipped.extend(journal.skipped)
-    summary.repaired = len(journal.repairs)
+    summary.repaired = journal.repaired
     return GroundingRun(
         config=config,
         inputs=[str(p) for p in inputs],
@@ -473,7 +473,7 @@ def ground_images(run: GroundingRun, progress: Callable[[int], None] | None = No
     try:
         with Journal(state.journal_path) as journal_file, _drained(writer):
             sink = open_sink(run, journal_file, writer)
-            for entry, annotations, crops in run.journal.repairs:
+            for entry, annotations, crops in run.journal.repairs(state, run.entries):
                 writer.submit(
                     repair_outputs, entry, annotations, state, config.crops and crops, config.overlays
                 )

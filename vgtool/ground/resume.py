@@ -7,7 +7,7 @@ re-writes those from the journal before it grounds anything new.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,21 +36,50 @@ class JournalScan:
         local_ids: some record has image-local annotation ids and pending crops (a sharded run
             wrote it, see :mod:`~vgtool.ground.crop_names`); its crops are checked there.
         skipped: ``{"file", "reason"}`` of images skipped earlier.
-        repairs: ``(entry, annotations, crops)`` of grounded images whose crops or overlay are
-            missing (``crops``: whether their crops are re-written here, False for image-local ids);
-            only these records are kept in memory.
+        to_repair: ``[N]`` bool, per position: a grounded image whose crops or overlay are missing
+            (their records are read again by :meth:`repairs`, so none is held in memory);
+            ``repair_crops``: ``[N]`` bool, whether its crops are re-written here (False for
+            image-local ids). Both empty when nothing is to be repaired.
     """
 
     done: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     last_annotation_id: int = 0
     local_ids: bool = False
     skipped: list[dict[str, str]] = field(default_factory=list)
-    repairs: list[tuple[ImageEntry, list[dict[str, Any]], bool]] = field(default_factory=list)
+    to_repair: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    repair_crops: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def resumed(self) -> int:
         """How many of the run's images are already journaled."""
         return int(np.count_nonzero(self.done))
+
+    @property
+    def repaired(self) -> int:
+        """How many grounded images lost crops or their overlay."""
+        return int(np.count_nonzero(self.to_repair))
+
+    def _mark_repair(self, position: int, crops: bool) -> None:
+        if not len(self.to_repair):  # two bytes per listed image, once the first repair is found
+            self.to_repair = np.zeros(len(self.done), dtype=bool)
+            self.repair_crops = np.zeros(len(self.done), dtype=bool)
+        self.to_repair[position] = True
+        self.repair_crops[position] = crops
+
+    def repairs(
+        self, state: RunState, entries: ImageList
+    ) -> Iterator[tuple[ImageEntry, list[dict[str, Any]], bool]]:
+        """``(entry, annotations, crops)`` of each image to repair, in journal order: a second
+        streaming pass over the journals (only when there is something to repair), taking the
+        first record of each image, as the scan did."""
+        if not self.repaired:
+            return
+        pending = self.to_repair.copy()
+        for rec in read_journals(journal_paths(state.out_dir)):
+            position = journaled_position(entries, rec)
+            if position is not None and pending[position]:
+                pending[position] = False
+                yield entries[position], rec.get("annotations", []), bool(self.repair_crops[position])
 
     def todo(self, shard: Shard) -> np.ndarray:
         """``[T]`` int64: the positions, ascending, of the images not journaled yet that
@@ -120,7 +149,7 @@ def scan_journal(
             and (owns is None or owns(position))
             and _outputs_missing(rec, state, crops, overlays)
         ):
-            scan.repairs.append((entries[position], annotations, not rec.get("local_ids")))
+            scan._mark_repair(position, not rec.get("local_ids"))
     return scan
 
 
