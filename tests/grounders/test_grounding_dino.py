@@ -40,13 +40,6 @@ TRANSFORMERS_CLASS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
 @pytest.fixture(scope="module")
 def model_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("gdino")

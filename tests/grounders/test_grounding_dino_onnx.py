@@ -37,21 +37,6 @@ IMAGE_SIZES = [(120, 80), (120, 80), (150, 90), (64, 100), (100, 100), (200, 60)
 MODELS = [("grounding-dino", 256), ("mm-grounding-dino", 16)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=MODELS, ids=[model_type for model_type, _ in MODELS])
 def exported(request, tmp_path_factory):
     """``(model type, torch model folder, exported folder)``."""

@@ -115,20 +115,6 @@ def grounder(tiny_omdet) -> OmDetTurboGrounder:
     return load_grounder(tiny_omdet, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and no OpenMP spinning against a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def reference_nms(monkeypatch):
     """transformers' post-processing calls torchvision's compiled ``batched_nms``; where that cannot

@@ -31,21 +31,6 @@ PHRASES = ["a photo of a cat", "dog", "the man in the red shirt", "blue square",
 IMAGE_SIZES = [(80, 50), (40, 90), (64, 64), (150, 30), (70, 45)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=["owlv2", "owlvit"])
 def exported(request, tmp_path_factory):
     """``(family, torch model folder, exported folder)``."""

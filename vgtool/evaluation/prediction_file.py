@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vgtool.datasets import DataConfig, GroundingSample, detect_format
-from vgtool.datasets.coco_phrases import annotation_phrase, resolve_coco_json
+from vgtool.datasets.coco_phrases import annotation_phrase, annotation_score, resolve_coco_json
 from vgtool.errors import InputError
 
 Prediction = tuple[np.ndarray, np.ndarray]  # (boxes_xyxy [N, 4] pixels, scores [N]) by decreasing score
@@ -93,17 +93,17 @@ def _prediction_records(document: Any, path: Path, data: DataConfig) -> list[tup
 
 
 def _score(ann: dict[str, Any], path: Path) -> float:
-    """``attributes.score``, else ``score``, else 1; numbers written as text are read too."""
-    attributes = ann.get("attributes")
-    value = (attributes if isinstance(attributes, dict) else {}).get("score", ann.get("score", 1.0))
+    """:func:`annotation_score` (``attributes.score``, else ``score``), else 1."""
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"{path}: prediction {ann.get('id', '?')} has a non-numeric 'score': {value!r}"
-        ) from None
+        score = annotation_score(ann)
+    except ValueError as err:  # attributes that are no object, or a rotated box
+        raise InputError(f"{path}: prediction {ann.get('id', '?')}: {err}") from None
+    if score is not None:
+        return score
+    value = (ann.get("attributes") or {}).get("score", ann.get("score"))
+    if value is not None:
+        raise InputError(f"{path}: prediction {ann.get('id', '?')} has a non-numeric 'score': {value!r}")
+    return 1.0
 
 
 def _path_suffixes(paths: Sequence[Path]) -> dict[str, list[Path]]:

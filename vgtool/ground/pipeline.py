@@ -357,8 +357,6 @@ def _open_locked(
     todo = journal.todo(shard)
     if grounder is None and len(todo):
         grounder = load()
-        if ModelKey.of(grounder) != key:
-            raise RuntimeError(f"{key.source}: the model loaded is not the one its files describe")
     batch_size = config.batch_size or (
         auto_batch_size(grounder.device, grounder.per_image_memory_bytes(len(ontology.phrases)))
         if grounder is not None

@@ -18,9 +18,10 @@ from typing import Any
 from vgtool.errors import CheckpointError
 from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
 
-# torch grounder family -> "module:function(grounder, out: Path, *, opset: int) -> OnnxManifest".
-# A family module may also define ``check_against_torch(grounder, out, manifest, *, enforce)``;
-# it then measures the quantised graphs' differences from torch too.
+# torch grounder family -> "module:function(grounder, out: Path, *, opset: int) -> OnnxManifest":
+# it writes the graphs and the files its ONNX Runtime grounder needs, and returns the manifest
+# unchecked. The module's ``check_against_torch(grounder, out, manifest, *, enforce)`` measures the
+# graphs against torch (float graphs: raising beyond its tolerances; quantised: recording only).
 EXPORTERS: dict[str, str] = {
     "vlgtr": "vgtool.onnx_export.vlgtr:export_vlgtr",
     "owlv2": "vgtool.onnx_export.owl:export_owl",
@@ -73,15 +74,17 @@ def export_onnx(
 
 
 def _export_into(grounder: Any, folder: Path, *, quantize: bool, opset: int) -> OnnxManifest:
+    """Export, check, quantise and check again; ``onnx.json`` is written last, so a folder whose
+    graphs failed the check cannot be loaded."""
     module_name, name = EXPORTERS[grounder.family].split(":")
     module = importlib.import_module(module_name)
     manifest = getattr(module, name)(grounder, folder, opset=opset)
+    manifest = replace(manifest, check=module.check_against_torch(grounder, folder, manifest))
     if quantize:
         from vgtool.onnx_export.quantize import quantize_folder
 
         manifest = quantize_folder(folder, manifest)
-        if hasattr(module, "check_against_torch"):
-            int8 = module.check_against_torch(grounder, folder, manifest, enforce=False)
-            manifest = replace(manifest, check={**manifest.check, "quantized": int8})
-            write_manifest(folder, manifest)
+        int8 = module.check_against_torch(grounder, folder, manifest, enforce=False)
+        manifest = replace(manifest, check={**manifest.check, "quantized": int8})
+    write_manifest(folder, manifest)
     return manifest

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
+from vgtool.onnx_runtime.folder import OnnxManifest
 
 QUANTIZATION = "int8-dynamic"
 # Operators whose weights become int8. Conv is left in float: onnxruntime's ConvInteger kernel is
@@ -38,6 +38,4 @@ def quantize_folder(folder: Path, manifest: OnnxManifest) -> OnnxManifest:
                 target.replace(path)
     finally:
         root.setLevel(level)
-    quantized = replace(manifest, quantization=QUANTIZATION)
-    write_manifest(folder, quantized)
-    return quantized
+    return replace(manifest, quantization=QUANTIZATION)

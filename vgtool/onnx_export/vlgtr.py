@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from vgtool.grounders.vlgtr_onnx import (
 )
 from vgtool.models.base import GroundingModel
 from vgtool.models.memory import ImageMemory, TextMemory
-from vgtool.onnx_runtime.folder import OnnxManifest, write_manifest
+from vgtool.onnx_runtime.folder import OnnxManifest
 from vgtool.onnx_runtime.runtime_info import graph_parameters
 
 # Largest |onnxruntime - torch| accepted at export: boxes are in [0, 1] of the image.
@@ -130,7 +129,7 @@ def _copy_tokenizer(grounder: Any, out: Path) -> None:
 
 def export_vlgtr(grounder: Any, out: Path, *, opset: int) -> OnnxManifest:
     """Export a loaded :class:`~vgtool.grounders.vlgtr.VLGTRGrounder` into ``out`` (see the module
-    docstring) and check it; returns the manifest written."""
+    docstring); returns the manifest, unchecked (:func:`check_against_torch` checks it)."""
     net: GroundingModel = grounder.net.float().eval()
     preprocess: PreprocessConfig = grounder.preprocess
     side = preprocess.image_size
@@ -211,8 +210,6 @@ def export_vlgtr(grounder: Any, out: Path, *, opset: int) -> OnnxManifest:
             "graph_parameters": graph_parameters(out, GRAPHS),
         },
     )
-    manifest = replace(manifest, check=check_against_torch(grounder, out, manifest))
-    write_manifest(out, manifest)
     return manifest
 
 
